@@ -42,7 +42,22 @@ impl fmt::Display for Uuid {
         write!(
             f,
             "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6],
+            b[7],
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15]
         )
     }
 }
@@ -231,7 +246,11 @@ pub fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
 /// Reads a length prefix. Returns `None` for null (-1 classic, 0 compact) and otherwise a
 /// length already checked against the remaining bytes, so callers may slice or allocate it.
 #[inline]
-fn get_len(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<Option<usize>, DecodeError> {
+fn get_len(
+    buf: &mut Bytes,
+    compact: bool,
+    what: &'static str,
+) -> Result<Option<usize>, DecodeError> {
     let len: i64 = if compact {
         i64::from(get_uvarint(buf)?) - 1
     } else if what == "string" {
@@ -361,7 +380,12 @@ pub fn put_nullable_string(
 }
 
 #[inline]
-pub fn put_string(buf: &mut BytesMut, compact: bool, v: &str, field: &'static str) -> Result<(), EncodeError> {
+pub fn put_string(
+    buf: &mut BytesMut,
+    compact: bool,
+    v: &str,
+    field: &'static str,
+) -> Result<(), EncodeError> {
     put_nullable_string(buf, compact, Some(v), field)
 }
 
@@ -380,7 +404,12 @@ pub fn put_nullable_bytes(
 }
 
 #[inline]
-pub fn put_bytes(buf: &mut BytesMut, compact: bool, v: &[u8], field: &'static str) -> Result<(), EncodeError> {
+pub fn put_bytes(
+    buf: &mut BytesMut,
+    compact: bool,
+    v: &[u8],
+    field: &'static str,
+) -> Result<(), EncodeError> {
     put_nullable_bytes(buf, compact, Some(v), field)
 }
 
@@ -548,13 +577,19 @@ mod tests {
     #[test]
     fn overlong_varints_are_rejected() {
         let mut r = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
-        assert_eq!(get_uvarint(&mut r), Err(DecodeError::VarintTooLong { max_bytes: 5 }));
+        assert_eq!(
+            get_uvarint(&mut r),
+            Err(DecodeError::VarintTooLong { max_bytes: 5 })
+        );
         let mut r = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x1f]);
         assert!(get_uvarint(&mut r).is_err());
         let mut r = Bytes::from_static(&[0xff; 11]);
         assert!(get_uvarlong(&mut r).is_err());
         let mut r = Bytes::from_static(&[0x80]);
-        assert!(matches!(get_uvarint(&mut r), Err(DecodeError::UnexpectedEof { .. })));
+        assert!(matches!(
+            get_uvarint(&mut r),
+            Err(DecodeError::UnexpectedEof { .. })
+        ));
     }
 
     #[test]
@@ -574,7 +609,10 @@ mod tests {
         // Compact null and compact empty.
         let mut r = Bytes::from_static(&[0x00, 0x01]);
         assert_eq!(get_nullable_bytes(&mut r, true).unwrap(), None);
-        assert_eq!(get_nullable_bytes(&mut r, true).unwrap(), Some(Bytes::new()));
+        assert_eq!(
+            get_nullable_bytes(&mut r, true).unwrap(),
+            Some(Bytes::new())
+        );
     }
 
     #[test]
@@ -590,4 +628,53 @@ mod tests {
         clash.insert(3, Bytes::new());
         assert!(put_tagged_fields(&mut BytesMut::new(), &known, &clash, "T").is_err());
     }
+}
+
+/// Writes an array: its length prefix, then each element.
+#[inline]
+pub fn put_array<T>(
+    buf: &mut BytesMut,
+    compact: bool,
+    items: &[T],
+    field: &'static str,
+    mut each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    put_array_len(buf, compact, Some(items.len()), field)?;
+    for item in items {
+        each(buf, item)?;
+    }
+    Ok(())
+}
+
+/// Writes an array that may be null.
+#[inline]
+pub fn put_nullable_array<T>(
+    buf: &mut BytesMut,
+    compact: bool,
+    items: Option<&[T]>,
+    field: &'static str,
+    each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    match items {
+        None => put_array_len(buf, compact, None, field),
+        Some(items) => put_array(buf, compact, items, field, each),
+    }
+}
+
+/// Reads an array (`None` for null), decoding each element with `each`. The count is checked
+/// against the remaining bytes first and only a small capacity is reserved up front.
+#[inline]
+pub fn get_array<T>(
+    buf: &mut Bytes,
+    compact: bool,
+    mut each: impl FnMut(&mut Bytes) -> Result<T, DecodeError>,
+) -> Result<Option<Vec<T>>, DecodeError> {
+    let Some(n) = get_array_len(buf, compact)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(initial_capacity(n));
+    for _ in 0..n {
+        out.push(each(buf)?);
+    }
+    Ok(Some(out))
 }

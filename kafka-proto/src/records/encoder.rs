@@ -1,0 +1,430 @@
+//! Building record batch v2 (KIP-98; protocol guide "Record Batch") one record at a time.
+//!
+//! A producer appends records as they arrive and must know, before each append, whether the
+//! batch is full. So the encoder writes each record straight into the caller's buffer in its
+//! final wire form, leaving room for the 61-byte header, and fills in the header, the length
+//! and the CRC32C only in [`BatchEncoder::finish`]. Each record's length is computed up front
+//! from the field sizes so the record is written in a single pass, without a temporary buffer
+//! and without any allocation beyond the (amortised) growth of the output buffer.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::compression::{self, Compression};
+
+use super::batch::{
+    ATTRIBUTES_OFFSET, CONTROL_BIT, CRC_OFFSET, DELETE_HORIZON_BIT, LOG_OVERHEAD,
+    TIMESTAMP_TYPE_BIT, TRANSACTIONAL_BIT, V2_HEADER_SIZE,
+};
+use super::record::{varint_len, varlong_len};
+use super::{ControlRecord, RecordsEncodeError, TimestampType};
+
+/// The header fields of a batch being built. The defaults are those of a non-idempotent,
+/// non-transactional producer: no producer id, epoch or sequence (-1), unknown leader epoch
+/// (-1), no compression, create time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchParams {
+    pub base_offset: i64,
+    /// Timestamps are stored as deltas from this. `None` uses the first record's timestamp,
+    /// as the Java producer does, which keeps the deltas (and so the varints) small.
+    pub base_timestamp: Option<i64>,
+    /// Overrides the batch's maxTimestamp, which is otherwise the largest record timestamp.
+    /// With [`TimestampType::LogAppendTime`] this is the append time that readers report as
+    /// every record's timestamp.
+    pub max_timestamp: Option<i64>,
+    pub partition_leader_epoch: i32,
+    pub compression: Compression,
+    pub timestamp_type: TimestampType,
+    pub is_transactional: bool,
+    pub is_control: bool,
+    pub has_delete_horizon: bool,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl Default for BatchParams {
+    fn default() -> Self {
+        BatchParams {
+            base_offset: 0,
+            base_timestamp: None,
+            max_timestamp: None,
+            partition_leader_epoch: -1,
+            compression: Compression::None,
+            timestamp_type: TimestampType::CreateTime,
+            is_transactional: false,
+            is_control: false,
+            has_delete_horizon: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+}
+
+impl BatchParams {
+    /// The attributes field these parameters encode to.
+    pub fn attributes(&self) -> i16 {
+        let mut attributes = i16::from(self.compression.id());
+        if self.timestamp_type == TimestampType::LogAppendTime {
+            attributes |= TIMESTAMP_TYPE_BIT;
+        }
+        if self.is_transactional {
+            attributes |= TRANSACTIONAL_BIT;
+        }
+        if self.is_control {
+            attributes |= CONTROL_BIT;
+        }
+        if self.has_delete_horizon {
+            attributes |= DELETE_HORIZON_BIT;
+        }
+        attributes
+    }
+}
+
+/// Largest `batchLength`; the whole batch is this plus [`LOG_OVERHEAD`].
+const MAX_BATCH_LENGTH: usize = i32::MAX as usize;
+
+/// A record's fixed-width prefix assembled on the stack: length (≤ 5 bytes), attributes (1),
+/// timestamp delta (≤ 10), offset delta (≤ 5) and key length (≤ 5) take at most 26 bytes.
+struct Prefix {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Prefix {
+    #[inline]
+    fn new() -> Self {
+        Prefix {
+            bytes: [0; 32],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    #[inline]
+    fn uvarlong(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline]
+    fn varint(&mut self, v: i32) {
+        self.uvarlong(u64::from(((v << 1) ^ (v >> 31)) as u32));
+    }
+
+    #[inline]
+    fn varlong(&mut self, v: i64) {
+        self.uvarlong(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Length prefix plus payload of a nullable varint-length field.
+#[inline]
+fn nullable_size(field: Option<&[u8]>) -> usize {
+    match field {
+        None => 1,
+        Some(b) => varint_len(b.len() as i32) + b.len(),
+    }
+}
+
+#[inline]
+fn check_len(field: &'static str, len: usize) -> Result<(), RecordsEncodeError> {
+    if len > i32::MAX as usize {
+        Err(RecordsEncodeError::TooLong { field, len })
+    } else {
+        Ok(())
+    }
+}
+
+/// Appends one record batch (magic 2) to a buffer. Dropping the encoder without finishing
+/// removes the partial batch from the buffer.
+///
+/// ```
+/// # use bytes::BytesMut;
+/// # use kafka_proto::records::{BatchEncoder, BatchParams, DecodeOptions, decode_records};
+/// let mut buf = BytesMut::new();
+/// let mut batch = BatchEncoder::new(&mut buf, BatchParams { base_offset: 100, ..Default::default() });
+/// batch.append(1_700_000_000_000, Some(b"key"), Some(b"value"), &[("trace", Some(b"abc"))]).unwrap();
+/// let bytes = batch.finish().unwrap();
+/// let decoded = decode_records(bytes, &DecodeOptions::default()).unwrap();
+/// assert_eq!(decoded.batches[0].records[0].offset, 100);
+/// ```
+pub struct BatchEncoder<'a> {
+    buf: &'a mut BytesMut,
+    scratch: Option<&'a mut Vec<u8>>,
+    /// Where this batch's header starts in `buf`.
+    start: usize,
+    params: BatchParams,
+    base_timestamp: Option<i64>,
+    max_timestamp: Option<i64>,
+    count: i32,
+    finished: bool,
+}
+
+impl<'a> BatchEncoder<'a> {
+    /// Starts a batch at the end of `buf`. Pass the same (emptied) buffer batch after batch:
+    /// [`finish`](Self::finish) leaves its spare capacity behind for the next one.
+    pub fn new(buf: &'a mut BytesMut, params: BatchParams) -> Self {
+        let start = buf.len();
+        buf.resize(start + V2_HEADER_SIZE, 0);
+        BatchEncoder {
+            buf,
+            scratch: None,
+            start,
+            params,
+            base_timestamp: params.base_timestamp,
+            max_timestamp: None,
+            count: 0,
+            finished: false,
+        }
+    }
+
+    /// Like [`new`](Self::new), but compresses through `scratch`, so a producer compressing
+    /// many batches reuses one compression buffer instead of allocating one per batch.
+    pub fn with_scratch(
+        buf: &'a mut BytesMut,
+        scratch: &'a mut Vec<u8>,
+        params: BatchParams,
+    ) -> Self {
+        let mut encoder = BatchEncoder::new(buf, params);
+        encoder.scratch = Some(scratch);
+        encoder
+    }
+
+    pub fn params(&self) -> &BatchParams {
+        &self.params
+    }
+
+    /// Bytes of the batch so far, header included, before compression: what the batch would
+    /// take uncompressed if finished now. For a compressed batch it is an upper bound (bar
+    /// incompressible data) usable against `batch.size`.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes [`append`](Self::append) would add for this record, so a caller can check a
+    /// size limit before appending.
+    pub fn record_size(
+        &self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> usize {
+        let base = self.base_timestamp.unwrap_or(timestamp);
+        let body = body_size(
+            timestamp.wrapping_sub(base),
+            self.count,
+            key,
+            value,
+            headers,
+        );
+        varint_len(body.min(i32::MAX as usize) as i32) + body
+    }
+
+    /// Appends a record at the next offset (`base_offset + record_count()`).
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), RecordsEncodeError> {
+        if self.count == i32::MAX {
+            return Err(RecordsEncodeError::TooManyRecords);
+        }
+        check_len("record key", key.map_or(0, <[u8]>::len))?;
+        check_len("record value", value.map_or(0, <[u8]>::len))?;
+        check_len("record headers", headers.len())?;
+        for (k, v) in headers {
+            check_len("header key", k.len())?;
+            check_len("header value", v.map_or(0, <[u8]>::len))?;
+        }
+
+        let base = *self.base_timestamp.get_or_insert(timestamp);
+        let timestamp_delta = timestamp.wrapping_sub(base);
+        let offset_delta = self.count;
+        let body = body_size(timestamp_delta, offset_delta, key, value, headers);
+        check_len("record", body)?;
+        let total = varint_len(body as i32) + body;
+        let batch_len = self.encoded_len() - LOG_OVERHEAD + total;
+        if batch_len > MAX_BATCH_LENGTH {
+            return Err(RecordsEncodeError::BatchTooLarge {
+                len: batch_len + LOG_OVERHEAD,
+            });
+        }
+
+        self.buf.reserve(total);
+        let mut prefix = Prefix::new();
+        prefix.varint(body as i32);
+        prefix.byte(0); // record attributes: unused
+        prefix.varlong(timestamp_delta);
+        prefix.varint(offset_delta);
+        put_nullable_prefixed(self.buf, prefix, key);
+        put_nullable_prefixed(self.buf, Prefix::new(), value);
+        let mut count = Prefix::new();
+        count.varint(headers.len() as i32);
+        self.buf.extend_from_slice(count.as_slice());
+        for (k, v) in headers {
+            let mut key_len = Prefix::new();
+            key_len.varint(k.len() as i32);
+            self.buf.extend_from_slice(key_len.as_slice());
+            self.buf.extend_from_slice(k.as_bytes());
+            put_nullable_prefixed(self.buf, Prefix::new(), *v);
+        }
+
+        self.count += 1;
+        self.max_timestamp = Some(self.max_timestamp.map_or(timestamp, |m| m.max(timestamp)));
+        Ok(())
+    }
+
+    /// Appends a control record (a transaction marker, KIP-98). The batch should have been
+    /// started with `is_control` (and normally `is_transactional`) set.
+    pub fn append_control(
+        &mut self,
+        timestamp: i64,
+        control: &ControlRecord,
+    ) -> Result<(), RecordsEncodeError> {
+        let value = control.value_bytes();
+        self.append(
+            timestamp,
+            Some(&control.key_bytes()),
+            value.as_ref().map(|v| &v[..]),
+            &[],
+        )
+    }
+
+    /// Completes the batch and splits it off the buffer.
+    pub fn finish(mut self) -> Result<Bytes, RecordsEncodeError> {
+        let range = self.complete()?;
+        Ok(if range.start == 0 {
+            // Keeps the buffer's spare capacity with the caller for the next batch.
+            self.buf.split().freeze()
+        } else {
+            self.buf.split_off(range.start).freeze()
+        })
+    }
+
+    /// Completes the batch and leaves it in the buffer, returning where it lies; for callers
+    /// that lay several batches end to end in one `records` field.
+    pub fn finish_in_place(mut self) -> Result<Range<usize>, RecordsEncodeError> {
+        self.complete()
+    }
+
+    fn complete(&mut self) -> Result<Range<usize>, RecordsEncodeError> {
+        let start = self.start;
+        let records_at = start + V2_HEADER_SIZE;
+        let codec = self.params.compression;
+        if codec != Compression::None {
+            let mut local = Vec::new();
+            let scratch = self.scratch.as_deref_mut().unwrap_or(&mut local);
+            scratch.clear();
+            compression::compress(codec, &self.buf[records_at..], scratch)?;
+            self.buf.truncate(records_at);
+            self.buf.extend_from_slice(scratch);
+        }
+        let batch_length = self.buf.len() - start - LOG_OVERHEAD;
+        if batch_length > MAX_BATCH_LENGTH {
+            return Err(RecordsEncodeError::BatchTooLarge {
+                len: batch_length + LOG_OVERHEAD,
+            });
+        }
+
+        let p = &self.params;
+        let base_timestamp = self.base_timestamp.unwrap_or(-1);
+        let max_timestamp = p.max_timestamp.or(self.max_timestamp).unwrap_or(-1);
+        let last_offset_delta = (self.count - 1).max(0);
+        let mut header = [0u8; V2_HEADER_SIZE];
+        let mut at = 0;
+        let mut put = |field: &[u8]| {
+            header[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        };
+        put(&p.base_offset.to_be_bytes());
+        put(&(batch_length as i32).to_be_bytes());
+        put(&p.partition_leader_epoch.to_be_bytes());
+        put(&[2]); // magic
+        put(&[0; 4]); // crc, filled below
+        put(&p.attributes().to_be_bytes());
+        put(&last_offset_delta.to_be_bytes());
+        put(&base_timestamp.to_be_bytes());
+        put(&max_timestamp.to_be_bytes());
+        put(&p.producer_id.to_be_bytes());
+        put(&p.producer_epoch.to_be_bytes());
+        put(&p.base_sequence.to_be_bytes());
+        put(&self.count.to_be_bytes());
+        let batch = &mut self.buf[start..];
+        batch[..V2_HEADER_SIZE].copy_from_slice(&header);
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        self.finished = true;
+        Ok(start..self.buf.len())
+    }
+}
+
+impl Drop for BatchEncoder<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+/// Size of a record after its length prefix.
+#[inline]
+fn body_size(
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, Option<&[u8]>)],
+) -> usize {
+    let mut size = 1 // attributes
+        + varlong_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + nullable_size(key)
+        + nullable_size(value)
+        + varint_len(headers.len() as i32);
+    for (k, v) in headers {
+        size = size
+            .saturating_add(varint_len(k.len() as i32) + k.len())
+            .saturating_add(nullable_size(*v));
+    }
+    size
+}
+
+/// Writes `prefix`, then the field's varint length (-1 for null), then the field.
+#[inline]
+fn put_nullable_prefixed(buf: &mut BytesMut, mut prefix: Prefix, field: Option<&[u8]>) {
+    match field {
+        None => prefix.varint(-1),
+        Some(b) => prefix.varint(b.len() as i32),
+    }
+    buf.extend_from_slice(prefix.as_slice());
+    if let Some(b) = field {
+        buf.extend_from_slice(b);
+    }
+}
