@@ -26,4 +26,4 @@ pub use frame::FrameSplitter;
 pub use message::{ApiInfo, Message, Request, Response, VersionRange};
 pub use messages::ApiKey;
 pub use version::{VersionError, negotiate_version};
-pub use wire::{Decode, Encode, UnknownTaggedFields, Uuid};
+pub use wire::{Decode, Encode, TaggedDefaults, UnknownTaggedFields, Uuid};

@@ -91,6 +91,45 @@ impl fmt::Debug for UnknownTaggedFields {
     }
 }
 
+/// Known tagged fields that arrived holding their default value. Kafka's Java writer omits
+/// such fields, but other peers (tansu, for one) write them; remembering which ones lets a
+/// decoded message re-encode byte for byte. It is an encoding detail, not part of the value,
+/// so it never affects equality. Tags in the spec are small; tags of 64 and above are not
+/// tracked (the generator refuses specs that would need them).
+#[derive(Clone, Copy, Default)]
+pub struct TaggedDefaults(u64);
+
+impl TaggedDefaults {
+    pub fn contains(&self, tag: u32) -> bool {
+        tag < 64 && self.0 & (1 << tag) != 0
+    }
+
+    pub fn insert(&mut self, tag: u32) {
+        if tag < 64 {
+            self.0 |= 1 << tag;
+        }
+    }
+
+    /// Forget all recorded defaults, so encoding follows Kafka's rule of omitting them.
+    pub fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl PartialEq for TaggedDefaults {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for TaggedDefaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries((0..64u32).filter(|t| self.contains(*t)))
+            .finish()
+    }
+}
+
 fn need(buf: &Bytes, n: usize) -> Result<(), DecodeError> {
     if buf.remaining() < n {
         Err(DecodeError::UnexpectedEof {
@@ -537,6 +576,55 @@ pub trait Decode: Sized {
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError>;
 }
 
+/// Writes an array: its length prefix, then each element.
+#[inline]
+pub fn put_array<T>(
+    buf: &mut BytesMut,
+    compact: bool,
+    items: &[T],
+    field: &'static str,
+    mut each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    put_array_len(buf, compact, Some(items.len()), field)?;
+    for item in items {
+        each(buf, item)?;
+    }
+    Ok(())
+}
+
+/// Writes an array that may be null.
+#[inline]
+pub fn put_nullable_array<T>(
+    buf: &mut BytesMut,
+    compact: bool,
+    items: Option<&[T]>,
+    field: &'static str,
+    each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    match items {
+        None => put_array_len(buf, compact, None, field),
+        Some(items) => put_array(buf, compact, items, field, each),
+    }
+}
+
+/// Reads an array (`None` for null), decoding each element with `each`. The count is checked
+/// against the remaining bytes first and only a small capacity is reserved up front.
+#[inline]
+pub fn get_array<T>(
+    buf: &mut Bytes,
+    compact: bool,
+    mut each: impl FnMut(&mut Bytes) -> Result<T, DecodeError>,
+) -> Result<Option<Vec<T>>, DecodeError> {
+    let Some(n) = get_array_len(buf, compact)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(initial_capacity(n));
+    for _ in 0..n {
+        out.push(each(buf)?);
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,53 +716,4 @@ mod tests {
         clash.insert(3, Bytes::new());
         assert!(put_tagged_fields(&mut BytesMut::new(), &known, &clash, "T").is_err());
     }
-}
-
-/// Writes an array: its length prefix, then each element.
-#[inline]
-pub fn put_array<T>(
-    buf: &mut BytesMut,
-    compact: bool,
-    items: &[T],
-    field: &'static str,
-    mut each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
-) -> Result<(), EncodeError> {
-    put_array_len(buf, compact, Some(items.len()), field)?;
-    for item in items {
-        each(buf, item)?;
-    }
-    Ok(())
-}
-
-/// Writes an array that may be null.
-#[inline]
-pub fn put_nullable_array<T>(
-    buf: &mut BytesMut,
-    compact: bool,
-    items: Option<&[T]>,
-    field: &'static str,
-    each: impl FnMut(&mut BytesMut, &T) -> Result<(), EncodeError>,
-) -> Result<(), EncodeError> {
-    match items {
-        None => put_array_len(buf, compact, None, field),
-        Some(items) => put_array(buf, compact, items, field, each),
-    }
-}
-
-/// Reads an array (`None` for null), decoding each element with `each`. The count is checked
-/// against the remaining bytes first and only a small capacity is reserved up front.
-#[inline]
-pub fn get_array<T>(
-    buf: &mut Bytes,
-    compact: bool,
-    mut each: impl FnMut(&mut Bytes) -> Result<T, DecodeError>,
-) -> Result<Option<Vec<T>>, DecodeError> {
-    let Some(n) = get_array_len(buf, compact)? else {
-        return Ok(None);
-    };
-    let mut out = Vec::with_capacity(initial_capacity(n));
-    for _ in 0..n {
-        out.push(each(buf)?);
-    }
-    Ok(Some(out))
 }

@@ -390,10 +390,22 @@ fn emit_struct(
         doc(out, &about);
         let _ = writeln!(out, "pub {}: {},", field_ident(&f.name), rust_type(f));
     }
+    let has_known_tags = has_flex && fields.iter().any(|f| f.tag.is_some());
+    if fields.iter().any(|f| f.tag.is_some_and(|t| t >= 64)) {
+        return Err(format!(
+            "{name}: tags of 64 and above need a wider TaggedDefaults"
+        ));
+    }
     if has_flex {
         let _ = writeln!(
             out,
             "/// Tagged fields this spec revision does not define, kept so they survive a round trip.\npub unknown_tagged_fields: UnknownTaggedFields,"
+        );
+    }
+    if has_known_tags {
+        let _ = writeln!(
+            out,
+            "/// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).\npub tagged_defaults: TaggedDefaults,"
         );
     }
     out.push_str("}\n\n");
@@ -408,6 +420,9 @@ fn emit_struct(
     }
     if has_flex {
         out.push_str("unknown_tagged_fields: UnknownTaggedFields::default(),\n");
+    }
+    if has_known_tags {
+        out.push_str("tagged_defaults: TaggedDefaults::default(),\n");
     }
     out.push_str("} } }\n\n");
 
@@ -486,7 +501,7 @@ fn emit_struct(
                 };
                 let _ = writeln!(
                     out,
-                    "if {present}self.{id} != {def} {{ let mut tbuf = BytesMut::new(); {{ let buf = &mut tbuf; {body} }} known.push(({tag}, tbuf.freeze())); }}",
+                    "if {present}(self.{id} != {def} || self.tagged_defaults.contains({tag})) {{ let mut tbuf = BytesMut::new(); {{ let buf = &mut tbuf; {body} }} known.push(({tag}, tbuf.freeze())); }}",
                     def = default_expr(f)?,
                     tag = f.tag.unwrap_or_default(),
                 );
@@ -572,7 +587,8 @@ fn emit_struct(
                 let tag = f.tag.unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{tag}{guard} => {{ let buf = &mut data; this.{id} = {expr}; finish_tagged(buf, NAME, {tag})?; }}"
+                    "{tag}{guard} => {{ let buf = &mut data; this.{id} = {expr}; finish_tagged(buf, NAME, {tag})?; if this.{id} == {def} {{ this.tagged_defaults.insert({tag}); }} }}",
+                    def = default_expr(f)?
                 );
             }
             out.push_str(
@@ -620,9 +636,16 @@ fn emit_struct(
     }
     if has_flex {
         let known: Vec<u32> = fields.iter().filter_map(|f| f.tag).collect();
+        let explicit = if has_known_tags {
+            format!(
+                " for tag in {known:?} {{ if u.ratio(1u8, 4u8)? {{ this.tagged_defaults.insert(tag); }} }}"
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "if {flex_cond} {{ this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &{known:?})?; }}"
+            "if {flex_cond} {{ this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &{known:?})?;{explicit} }}"
         );
     }
     out.push_str("Ok(this)\n} }\n\n");

@@ -47,6 +47,8 @@ pub struct ApiVersionsResponse {
     pub zk_migration_ready: bool,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for ApiVersionsResponse {
@@ -60,6 +62,7 @@ impl Default for ApiVersionsResponse {
             finalized_features: Vec::<FinalizedFeatureKey>::new(),
             zk_migration_ready: false,
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -90,7 +93,10 @@ impl Encode for ApiVersionsResponse {
         }
         if version >= 3 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 3) && self.supported_features != Vec::<SupportedFeatureKey>::new() {
+            if (version >= 3)
+                && (self.supported_features != Vec::<SupportedFeatureKey>::new()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -107,7 +113,9 @@ impl Encode for ApiVersionsResponse {
                 }
                 known.push((0, tbuf.freeze()));
             }
-            if (version >= 3) && self.finalized_features_epoch != -1 {
+            if (version >= 3)
+                && (self.finalized_features_epoch != -1 || self.tagged_defaults.contains(1))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -115,7 +123,10 @@ impl Encode for ApiVersionsResponse {
                 }
                 known.push((1, tbuf.freeze()));
             }
-            if (version >= 3) && self.finalized_features != Vec::<FinalizedFeatureKey>::new() {
+            if (version >= 3)
+                && (self.finalized_features != Vec::<FinalizedFeatureKey>::new()
+                    || self.tagged_defaults.contains(2))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -132,7 +143,9 @@ impl Encode for ApiVersionsResponse {
                 }
                 known.push((2, tbuf.freeze()));
             }
-            if (version >= 3) && self.zk_migration_ready != false {
+            if (version >= 3)
+                && (self.zk_migration_ready != false || self.tagged_defaults.contains(3))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -189,11 +202,17 @@ impl Decode for ApiVersionsResponse {
                                 })
                             })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.supported_features == Vec::<SupportedFeatureKey>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     1 if version >= 3 => {
                         let buf = &mut data;
                         this.finalized_features_epoch = get_i64(buf)?;
                         finish_tagged(buf, NAME, 1)?;
+                        if this.finalized_features_epoch == -1 {
+                            this.tagged_defaults.insert(1);
+                        }
                     }
                     2 if version >= 3 => {
                         let buf = &mut data;
@@ -206,11 +225,17 @@ impl Decode for ApiVersionsResponse {
                                 })
                             })?;
                         finish_tagged(buf, NAME, 2)?;
+                        if this.finalized_features == Vec::<FinalizedFeatureKey>::new() {
+                            this.tagged_defaults.insert(2);
+                        }
                     }
                     3 if version >= 3 => {
                         let buf = &mut data;
                         this.zk_migration_ready = get_bool(buf)?;
                         finish_tagged(buf, NAME, 3)?;
+                        if this.zk_migration_ready == false {
+                            this.tagged_defaults.insert(3);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -252,6 +277,11 @@ impl ApiVersionsResponse {
         }
         if version >= 3 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0, 1, 2, 3])?;
+            for tag in [0, 1, 2, 3] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

@@ -31,6 +31,8 @@ pub struct BeginQuorumEpochResponse {
     pub node_endpoints: Vec<NodeEndpoint>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for BeginQuorumEpochResponse {
@@ -40,6 +42,7 @@ impl Default for BeginQuorumEpochResponse {
             topics: Vec::<TopicData>::new(),
             node_endpoints: Vec::<NodeEndpoint>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -75,7 +78,10 @@ impl Encode for BeginQuorumEpochResponse {
         }
         if version >= 1 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 1) && self.node_endpoints != Vec::<NodeEndpoint>::new() {
+            if (version >= 1)
+                && (self.node_endpoints != Vec::<NodeEndpoint>::new()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -138,6 +144,9 @@ impl Decode for BeginQuorumEpochResponse {
                                     })
                                 })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.node_endpoints == Vec::<NodeEndpoint>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -164,6 +173,11 @@ impl BeginQuorumEpochResponse {
         }
         if version >= 1 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

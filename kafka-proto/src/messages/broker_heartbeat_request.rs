@@ -43,6 +43,8 @@ pub struct BrokerHeartbeatRequest {
     pub offline_log_dirs: Vec<Uuid>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for BrokerHeartbeatRequest {
@@ -55,6 +57,7 @@ impl Default for BrokerHeartbeatRequest {
             want_shut_down: false,
             offline_log_dirs: Vec::<Uuid>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -84,7 +87,9 @@ impl Encode for BrokerHeartbeatRequest {
         }
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 1) && self.offline_log_dirs != Vec::<Uuid>::new() {
+            if (version >= 1)
+                && (self.offline_log_dirs != Vec::<Uuid>::new() || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -138,6 +143,9 @@ impl Decode for BrokerHeartbeatRequest {
                                 })
                             })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.offline_log_dirs == Vec::<Uuid>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -166,6 +174,11 @@ impl BrokerHeartbeatRequest {
         }
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

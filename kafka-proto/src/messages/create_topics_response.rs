@@ -172,6 +172,8 @@ pub struct CreatableTopicResult {
     pub configs: Option<Vec<CreatableTopicConfigs>>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for CreatableTopicResult {
@@ -186,6 +188,7 @@ impl Default for CreatableTopicResult {
             replication_factor: -1,
             configs: Some(Vec::<CreatableTopicConfigs>::new()),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -227,7 +230,9 @@ impl Encode for CreatableTopicResult {
         }
         if version >= 5 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 5) && self.topic_config_error_code != 0 {
+            if (version >= 5)
+                && (self.topic_config_error_code != 0 || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -280,6 +285,9 @@ impl Decode for CreatableTopicResult {
                         let buf = &mut data;
                         this.topic_config_error_code = get_i16(buf)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.topic_config_error_code == 0 {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -330,6 +338,11 @@ impl CreatableTopicResult {
         }
         if version >= 5 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

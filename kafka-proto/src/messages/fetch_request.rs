@@ -67,6 +67,8 @@ pub struct FetchRequest {
     pub rack_id: String,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for FetchRequest {
@@ -85,6 +87,7 @@ impl Default for FetchRequest {
             forgotten_topics_data: Vec::<ForgottenTopic>::new(),
             rack_id: String::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -167,7 +170,7 @@ impl Encode for FetchRequest {
         }
         if version >= 12 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 12) && self.cluster_id != None {
+            if (version >= 12) && (self.cluster_id != None || self.tagged_defaults.contains(0)) {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -180,7 +183,10 @@ impl Encode for FetchRequest {
                 }
                 known.push((0, tbuf.freeze()));
             }
-            if (version >= 15) && self.replica_state != ReplicaState::default() {
+            if (version >= 15)
+                && (self.replica_state != ReplicaState::default()
+                    || self.tagged_defaults.contains(1))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -257,11 +263,17 @@ impl Decode for FetchRequest {
                         let buf = &mut data;
                         this.cluster_id = get_nullable_string(buf, true, "FetchRequest.ClusterId")?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.cluster_id == None {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     1 if version >= 15 => {
                         let buf = &mut data;
                         this.replica_state = ReplicaState::decode(buf, version)?;
                         finish_tagged(buf, NAME, 1)?;
+                        if this.replica_state == ReplicaState::default() {
+                            this.tagged_defaults.insert(1);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -317,6 +329,11 @@ impl FetchRequest {
         }
         if version >= 12 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0, 1])?;
+            for tag in [0, 1] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
@@ -583,6 +600,8 @@ pub struct FetchPartition {
     pub replica_directory_id: Uuid,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for FetchPartition {
@@ -596,6 +615,7 @@ impl Default for FetchPartition {
             partition_max_bytes: 0,
             replica_directory_id: Uuid::ZERO,
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -626,7 +646,9 @@ impl Encode for FetchPartition {
         put_i32(buf, self.partition_max_bytes);
         if version >= 12 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 17) && self.replica_directory_id != Uuid::ZERO {
+            if (version >= 17)
+                && (self.replica_directory_id != Uuid::ZERO || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -671,6 +693,9 @@ impl Decode for FetchPartition {
                         let buf = &mut data;
                         this.replica_directory_id = get_uuid(buf)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.replica_directory_id == Uuid::ZERO {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -706,6 +731,11 @@ impl FetchPartition {
         }
         if version >= 12 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

@@ -39,6 +39,8 @@ pub struct FetchResponse {
     pub node_endpoints: Vec<NodeEndpoint>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for FetchResponse {
@@ -50,6 +52,7 @@ impl Default for FetchResponse {
             responses: Vec::<FetchableTopicResponse>::new(),
             node_endpoints: Vec::<NodeEndpoint>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -101,7 +104,10 @@ impl Encode for FetchResponse {
         }
         if version >= 12 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 16) && self.node_endpoints != Vec::<NodeEndpoint>::new() {
+            if (version >= 16)
+                && (self.node_endpoints != Vec::<NodeEndpoint>::new()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -174,6 +180,9 @@ impl Decode for FetchResponse {
                                     })
                                 })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.node_endpoints == Vec::<NodeEndpoint>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -209,6 +218,11 @@ impl FetchResponse {
         }
         if version >= 12 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
@@ -384,6 +398,8 @@ pub struct PartitionData {
     pub records: Option<Bytes>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for PartitionData {
@@ -401,6 +417,7 @@ impl Default for PartitionData {
             preferred_read_replica: -1,
             records: None,
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -473,7 +490,10 @@ impl Encode for PartitionData {
         )?;
         if version >= 12 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 12) && self.diverging_epoch != EpochEndOffset::default() {
+            if (version >= 12)
+                && (self.diverging_epoch != EpochEndOffset::default()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -481,7 +501,10 @@ impl Encode for PartitionData {
                 }
                 known.push((0, tbuf.freeze()));
             }
-            if (version >= 12) && self.current_leader != LeaderIdAndEpoch::default() {
+            if (version >= 12)
+                && (self.current_leader != LeaderIdAndEpoch::default()
+                    || self.tagged_defaults.contains(1))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -489,7 +512,9 @@ impl Encode for PartitionData {
                 }
                 known.push((1, tbuf.freeze()));
             }
-            if (version >= 12) && self.snapshot_id != SnapshotId::default() {
+            if (version >= 12)
+                && (self.snapshot_id != SnapshotId::default() || self.tagged_defaults.contains(2))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -540,16 +565,25 @@ impl Decode for PartitionData {
                         let buf = &mut data;
                         this.diverging_epoch = EpochEndOffset::decode(buf, version)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.diverging_epoch == EpochEndOffset::default() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     1 if version >= 12 => {
                         let buf = &mut data;
                         this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
                         finish_tagged(buf, NAME, 1)?;
+                        if this.current_leader == LeaderIdAndEpoch::default() {
+                            this.tagged_defaults.insert(1);
+                        }
                     }
                     2 if version >= 12 => {
                         let buf = &mut data;
                         this.snapshot_id = SnapshotId::decode(buf, version)?;
                         finish_tagged(buf, NAME, 2)?;
+                        if this.snapshot_id == SnapshotId::default() {
+                            this.tagged_defaults.insert(2);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -605,6 +639,11 @@ impl PartitionData {
         };
         if version >= 12 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0, 1, 2])?;
+            for tag in [0, 1, 2] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

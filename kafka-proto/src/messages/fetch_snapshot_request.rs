@@ -35,6 +35,8 @@ pub struct FetchSnapshotRequest {
     pub topics: Vec<TopicSnapshot>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for FetchSnapshotRequest {
@@ -45,6 +47,7 @@ impl Default for FetchSnapshotRequest {
             max_bytes: 2147483647,
             topics: Vec::<TopicSnapshot>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -73,7 +76,7 @@ impl Encode for FetchSnapshotRequest {
         )?;
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if self.cluster_id != None {
+            if (self.cluster_id != None || self.tagged_defaults.contains(0)) {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -122,6 +125,9 @@ impl Decode for FetchSnapshotRequest {
                         this.cluster_id =
                             get_nullable_string(buf, true, "FetchSnapshotRequest.ClusterId")?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.cluster_id == None {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -151,6 +157,11 @@ impl FetchSnapshotRequest {
             crate::arbitrary_support::vec(u, |u| TopicSnapshot::arbitrary_at(u, version))?;
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
@@ -277,6 +288,8 @@ pub struct PartitionSnapshot {
     pub replica_directory_id: Uuid,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for PartitionSnapshot {
@@ -288,6 +301,7 @@ impl Default for PartitionSnapshot {
             position: 0,
             replica_directory_id: Uuid::ZERO,
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -302,7 +316,9 @@ impl Encode for PartitionSnapshot {
         put_i64(buf, self.position);
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 1) && self.replica_directory_id != Uuid::ZERO {
+            if (version >= 1)
+                && (self.replica_directory_id != Uuid::ZERO || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -334,6 +350,9 @@ impl Decode for PartitionSnapshot {
                         let buf = &mut data;
                         this.replica_directory_id = get_uuid(buf)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.replica_directory_id == Uuid::ZERO {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -361,6 +380,11 @@ impl PartitionSnapshot {
         }
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

@@ -35,6 +35,8 @@ pub struct FetchSnapshotResponse {
     pub node_endpoints: Vec<NodeEndpoint>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for FetchSnapshotResponse {
@@ -45,6 +47,7 @@ impl Default for FetchSnapshotResponse {
             topics: Vec::<TopicSnapshot>::new(),
             node_endpoints: Vec::<NodeEndpoint>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -81,7 +84,10 @@ impl Encode for FetchSnapshotResponse {
         }
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 1) && self.node_endpoints != Vec::<NodeEndpoint>::new() {
+            if (version >= 1)
+                && (self.node_endpoints != Vec::<NodeEndpoint>::new()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -140,6 +146,9 @@ impl Decode for FetchSnapshotResponse {
                                     })
                                 })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.node_endpoints == Vec::<NodeEndpoint>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -168,6 +177,11 @@ impl FetchSnapshotResponse {
         }
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
@@ -302,6 +316,8 @@ pub struct PartitionSnapshot {
     pub unaligned_records: Bytes,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for PartitionSnapshot {
@@ -315,6 +331,7 @@ impl Default for PartitionSnapshot {
             position: 0,
             unaligned_records: Bytes::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -336,7 +353,9 @@ impl Encode for PartitionSnapshot {
         )?;
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if self.current_leader != LeaderIdAndEpoch::default() {
+            if (self.current_leader != LeaderIdAndEpoch::default()
+                || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -371,6 +390,9 @@ impl Decode for PartitionSnapshot {
                         let buf = &mut data;
                         this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.current_leader == LeaderIdAndEpoch::default() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -398,6 +420,11 @@ impl PartitionSnapshot {
         this.unaligned_records = crate::arbitrary_support::bytes(u)?;
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

@@ -31,6 +31,8 @@ pub struct ProduceResponse {
     pub node_endpoints: Vec<NodeEndpoint>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for ProduceResponse {
@@ -40,6 +42,7 @@ impl Default for ProduceResponse {
             throttle_time_ms: 0,
             node_endpoints: Vec::<NodeEndpoint>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -77,7 +80,10 @@ impl Encode for ProduceResponse {
         }
         if version >= 9 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 10) && self.node_endpoints != Vec::<NodeEndpoint>::new() {
+            if (version >= 10)
+                && (self.node_endpoints != Vec::<NodeEndpoint>::new()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -144,6 +150,9 @@ impl Decode for ProduceResponse {
                                     })
                                 })?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.node_endpoints == Vec::<NodeEndpoint>::new() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -173,6 +182,11 @@ impl ProduceResponse {
         }
         if version >= 9 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
@@ -319,6 +333,8 @@ pub struct PartitionProduceResponse {
     pub current_leader: LeaderIdAndEpoch,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for PartitionProduceResponse {
@@ -333,6 +349,7 @@ impl Default for PartitionProduceResponse {
             error_message: None,
             current_leader: LeaderIdAndEpoch::default(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -380,7 +397,10 @@ impl Encode for PartitionProduceResponse {
         }
         if version >= 9 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 10) && self.current_leader != LeaderIdAndEpoch::default() {
+            if (version >= 10)
+                && (self.current_leader != LeaderIdAndEpoch::default()
+                    || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -437,6 +457,9 @@ impl Decode for PartitionProduceResponse {
                         let buf = &mut data;
                         this.current_leader = LeaderIdAndEpoch::decode(buf, version)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.current_leader == LeaderIdAndEpoch::default() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -481,6 +504,11 @@ impl PartitionProduceResponse {
         }
         if version >= 9 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

@@ -51,6 +51,8 @@ pub struct UpdateMetadataRequest {
     pub live_brokers: Vec<UpdateMetadataBroker>,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for UpdateMetadataRequest {
@@ -65,6 +67,7 @@ impl Default for UpdateMetadataRequest {
             topic_states: Vec::<UpdateMetadataTopicState>::new(),
             live_brokers: Vec::<UpdateMetadataBroker>::new(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -155,7 +158,7 @@ impl Encode for UpdateMetadataRequest {
         )?;
         if version >= 6 {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (version >= 8) && self.r#type != 0 {
+            if (version >= 8) && (self.r#type != 0 || self.tagged_defaults.contains(0)) {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -233,6 +236,9 @@ impl Decode for UpdateMetadataRequest {
                         let buf = &mut data;
                         this.r#type = get_i8(buf)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.r#type == 0 {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -276,6 +282,11 @@ impl UpdateMetadataRequest {
             crate::arbitrary_support::vec(u, |u| UpdateMetadataBroker::arbitrary_at(u, version))?;
         if version >= 6 {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }

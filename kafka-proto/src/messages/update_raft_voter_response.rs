@@ -31,6 +31,8 @@ pub struct UpdateRaftVoterResponse {
     pub current_leader: CurrentLeader,
     /// Tagged fields this spec revision does not define, kept so they survive a round trip.
     pub unknown_tagged_fields: UnknownTaggedFields,
+    /// Known tagged fields that arrived explicitly holding their default value (see [`TaggedDefaults`]).
+    pub tagged_defaults: TaggedDefaults,
 }
 
 impl Default for UpdateRaftVoterResponse {
@@ -40,6 +42,7 @@ impl Default for UpdateRaftVoterResponse {
             error_code: 0,
             current_leader: CurrentLeader::default(),
             unknown_tagged_fields: UnknownTaggedFields::default(),
+            tagged_defaults: TaggedDefaults::default(),
         }
     }
 }
@@ -58,7 +61,8 @@ impl Encode for UpdateRaftVoterResponse {
         put_i16(buf, self.error_code);
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if self.current_leader != CurrentLeader::default() {
+            if (self.current_leader != CurrentLeader::default() || self.tagged_defaults.contains(0))
+            {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;
@@ -94,6 +98,9 @@ impl Decode for UpdateRaftVoterResponse {
                         let buf = &mut data;
                         this.current_leader = CurrentLeader::decode(buf, version)?;
                         finish_tagged(buf, NAME, 0)?;
+                        if this.current_leader == CurrentLeader::default() {
+                            this.tagged_defaults.insert(0);
+                        }
                     }
                     _ => keep_unknown_tag(&mut this.unknown_tagged_fields, NAME, tag, data)?,
                 }
@@ -117,6 +124,11 @@ impl UpdateRaftVoterResponse {
         this.current_leader = CurrentLeader::arbitrary_at(u, version)?;
         if true {
             this.unknown_tagged_fields = crate::arbitrary_support::unknown_tags(u, &[0])?;
+            for tag in [0] {
+                if u.ratio(1u8, 4u8)? {
+                    this.tagged_defaults.insert(tag);
+                }
+            }
         }
         Ok(this)
     }
