@@ -494,16 +494,12 @@ fn emit_struct(
                 let fname = format!("{}.{}", name, f.name);
                 let present = cond(f.present(), range);
                 let body = encode_field(f, &id, "true", &fname, &ctx)?;
-                let present = if present == "true" {
-                    String::new()
-                } else {
-                    format!("({present}) && ")
-                };
+                let (def, tag) = (default_expr(f)?, f.tag.unwrap_or_default());
+                let wanted = format!("self.{id} != {def} || self.tagged_defaults.contains({tag})");
+                let test = if present == "true" { wanted } else { format!("({present}) && ({wanted})") };
                 let _ = writeln!(
                     out,
-                    "if {present}(self.{id} != {def} || self.tagged_defaults.contains({tag})) {{ let mut tbuf = BytesMut::new(); {{ let buf = &mut tbuf; {body} }} known.push(({tag}, tbuf.freeze())); }}",
-                    def = default_expr(f)?,
-                    tag = f.tag.unwrap_or_default(),
+                    "if {test} {{ let mut tbuf = BytesMut::new(); {{ let buf = &mut tbuf; {body} }} known.push(({tag}, tbuf.freeze())); }}",
                 );
             }
             out.push_str("put_tagged_fields(buf, &known, &self.unknown_tagged_fields, NAME)?;\n");

@@ -4,7 +4,7 @@
 //! Not handled: the broken header checksum that Kafka clients before 0.10 wrote for magic 0
 //! messages (KAFKA-3160); such payloads fail with a checksum error.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 
@@ -12,6 +12,10 @@ use super::{Compression, CompressionError, read_bounded};
 
 const CODEC: Compression = Compression::Lz4;
 const FRAME_MAGIC: u32 = 0x184D_2204;
+/// The pre-frame-format "legacy" stream some old tools write; lz4_flex decodes it too.
+const LEGACY_MAGIC: u32 = 0x184C_2102;
+/// Magic, FLG, BD and the header checksum.
+const MIN_FRAME_HEADER: usize = 7;
 /// FLG bit announcing an 8-byte content size after the BD byte.
 const FLG_CONTENT_SIZE: u8 = 0x08;
 
@@ -41,8 +45,58 @@ pub(super) fn decompress(input: &[u8], max: usize) -> Result<Vec<u8>, Compressio
         return Err(CompressionError::TooLarge { codec: CODEC, max });
     }
     read_bounded(CODEC, max, input.len().saturating_mul(4), || {
-        Ok(FrameDecoder::new(input))
+        Ok(Frames {
+            decoder: FrameDecoder::new(input),
+            at_boundary: true,
+        })
     })
+}
+
+/// Reads every frame of the input in turn. lz4_flex's decoder reports end-of-stream at the end
+/// of each frame, leaving its input positioned just past it; whatever follows must be another
+/// frame (a non-frame is an error), never silently ignored. The magic and minimum header size
+/// are checked here because the decoder treats a stream ending right after a magic as a clean
+/// end.
+struct Frames<'a> {
+    decoder: FrameDecoder<&'a [u8]>,
+    at_boundary: bool,
+}
+
+fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Read for Frames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.at_boundary {
+                let rest = *self.decoder.get_ref();
+                if rest.is_empty() {
+                    return Ok(0);
+                }
+                let magic = rest
+                    .get(..4)
+                    .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+                match magic {
+                    Some(FRAME_MAGIC) if rest.len() >= MIN_FRAME_HEADER => {}
+                    Some(LEGACY_MAGIC) if rest.len() > 4 => {}
+                    Some(FRAME_MAGIC | LEGACY_MAGIC) => {
+                        return Err(invalid("truncated lz4 frame header"));
+                    }
+                    _ => return Err(invalid("bytes after the last lz4 frame are not a frame")),
+                }
+                self.at_boundary = false;
+            }
+            let n = self.decoder.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.at_boundary = true;
+        }
+    }
 }
 
 /// The first frame's content size, when its header carries one.
@@ -53,4 +107,25 @@ fn declared_content_size(input: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_le_bytes(input.get(6..14)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_bytes_are_not_an_empty_stream() {
+        let mut frame = Vec::new();
+        compress(b"payload", &mut frame).unwrap();
+        // The decoder alone would take a bare magic, or a short non-frame, as a clean end.
+        for tail in [&FRAME_MAGIC.to_le_bytes()[..], b"junk", b"ab", &frame[..6]] {
+            let mut input = frame.clone();
+            input.extend_from_slice(tail);
+            assert!(decompress(&input, 1 << 20).is_err(), "{tail:?}");
+            assert!(decompress(tail, 1 << 20).is_err(), "{tail:?} alone");
+        }
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        assert_eq!(decompress(&two, 1 << 20).unwrap(), b"payloadpayload");
+    }
 }

@@ -10,7 +10,7 @@
 //! typed [`CompressionError::TooLarge`]. No declared length (snappy's preamble, an lz4 or zstd
 //! frame's content size) is ever trusted for an allocation beyond that cap, and the streaming
 //! codecs never hold more than [`PROBE_SIZE`] bytes of output for a payload that turns out to
-//! exceed the cap (see [`read_bounded`]).
+//! exceed the cap (a first pass keeps at most that much, the rest is only counted).
 
 mod gzip;
 mod lz4;

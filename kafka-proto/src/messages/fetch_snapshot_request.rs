@@ -76,7 +76,7 @@ impl Encode for FetchSnapshotRequest {
         )?;
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (self.cluster_id != None || self.tagged_defaults.contains(0)) {
+            if self.cluster_id != None || self.tagged_defaults.contains(0) {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;

@@ -353,8 +353,8 @@ impl Encode for PartitionSnapshot {
         )?;
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (self.current_leader != LeaderIdAndEpoch::default()
-                || self.tagged_defaults.contains(0))
+            if self.current_leader != LeaderIdAndEpoch::default()
+                || self.tagged_defaults.contains(0)
             {
                 let mut tbuf = BytesMut::new();
                 {

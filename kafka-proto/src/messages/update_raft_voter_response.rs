@@ -61,8 +61,7 @@ impl Encode for UpdateRaftVoterResponse {
         put_i16(buf, self.error_code);
         {
             let mut known: Vec<(u32, Bytes)> = Vec::new();
-            if (self.current_leader != CurrentLeader::default() || self.tagged_defaults.contains(0))
-            {
+            if self.current_leader != CurrentLeader::default() || self.tagged_defaults.contains(0) {
                 let mut tbuf = BytesMut::new();
                 {
                     let buf = &mut tbuf;

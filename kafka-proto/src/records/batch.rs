@@ -22,7 +22,7 @@ use bytes::{Buf, Bytes};
 
 use crate::compression::{self, Compression};
 
-use super::record::{MIN_RECORD_SIZE, RecordContext, decode_record};
+use super::record::{MIN_RECORD_SIZE, RecordContext, decode_records};
 use super::{DecodeOptions, Record, RecordsError, TimestampType};
 
 /// baseOffset + batchLength: the part of every batch (and legacy message set entry) that is
@@ -226,7 +226,7 @@ fn decode_v2(batch: Bytes, options: &DecodeOptions) -> Result<RecordBatch, Recor
     };
 
     let section = batch.slice(V2_HEADER_SIZE..);
-    let mut section = match compression {
+    let section = match compression {
         Compression::None => section,
         codec => compression::decompress(codec, &section, options.max_decompressed_size)
             .map(Bytes::from)
@@ -254,15 +254,7 @@ fn decode_v2(batch: Bytes, options: &DecodeOptions) -> Result<RecordBatch, Recor
             .then_some(max_timestamp),
     };
     let mut records = Vec::with_capacity(count);
-    for index in 0..count {
-        records.push(decode_record(&mut section, index, &ctx)?);
-    }
-    if !section.is_empty() {
-        return Err(RecordsError::TrailingRecordBytes {
-            base_offset,
-            remaining: section.len(),
-        });
-    }
+    decode_records(&section, count, &ctx, &mut records)?;
 
     Ok(RecordBatch {
         base_offset,

@@ -86,29 +86,22 @@ impl BatchParams {
 /// Largest `batchLength`; the whole batch is this plus [`LOG_OVERHEAD`].
 const MAX_BATCH_LENGTH: usize = i32::MAX as usize;
 
-/// A record's fixed-width prefix assembled on the stack: length (≤ 5 bytes), attributes (1),
-/// timestamp delta (≤ 10), offset delta (≤ 5) and key length (≤ 5) take at most 26 bytes.
-struct Prefix {
-    bytes: [u8; 32],
-    len: usize,
+/// Writes one record into its exactly-sized slot of the output buffer. The slot's size comes
+/// from [`body_size`], so every write lands in bounds; the proptests hold `record_size` to the
+/// bytes actually written.
+struct Writer<'o> {
+    out: &'o mut [u8],
+    pos: usize,
 }
 
-impl Prefix {
-    #[inline]
-    fn new() -> Self {
-        Prefix {
-            bytes: [0; 32],
-            len: 0,
-        }
-    }
-
-    #[inline]
+impl Writer<'_> {
+    #[inline(always)]
     fn byte(&mut self, b: u8) {
-        self.bytes[self.len] = b;
-        self.len += 1;
+        self.out[self.pos] = b;
+        self.pos += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn uvarlong(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.byte(v as u8 | 0x80);
@@ -117,19 +110,32 @@ impl Prefix {
         self.byte(v as u8);
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, v: i32) {
         self.uvarlong(u64::from(((v << 1) ^ (v >> 31)) as u32));
     }
 
-    #[inline]
+    #[inline(always)]
     fn varlong(&mut self, v: i64) {
         self.uvarlong(((v << 1) ^ (v >> 63)) as u64);
     }
 
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+
+    /// A varint length (-1, zigzagged to 1, for null) and the field.
+    #[inline(always)]
+    fn nullable(&mut self, field: Option<&[u8]>) {
+        match field {
+            None => self.byte(1),
+            Some(b) => {
+                self.varint(b.len() as i32);
+                self.bytes(b);
+            }
+        }
     }
 }
 
@@ -235,6 +241,11 @@ impl<'a> BatchEncoder<'a> {
         headers: &[(&str, Option<&[u8]>)],
     ) -> usize {
         let base = self.base_timestamp.unwrap_or(timestamp);
+        let headers = if headers.is_empty() {
+            1
+        } else {
+            headers_size(headers).unwrap_or(usize::MAX)
+        };
         let body = body_size(
             timestamp.wrapping_sub(base),
             self.count,
@@ -242,7 +253,7 @@ impl<'a> BatchEncoder<'a> {
             value,
             headers,
         );
-        varint_len(body.min(i32::MAX as usize) as i32) + body
+        varint_len(body.min(i32::MAX as usize) as i32).saturating_add(body)
     }
 
     /// Appends a record at the next offset (`base_offset + record_count()`).
@@ -258,16 +269,17 @@ impl<'a> BatchEncoder<'a> {
         }
         check_len("record key", key.map_or(0, <[u8]>::len))?;
         check_len("record value", value.map_or(0, <[u8]>::len))?;
-        check_len("record headers", headers.len())?;
-        for (k, v) in headers {
-            check_len("header key", k.len())?;
-            check_len("header value", v.map_or(0, <[u8]>::len))?;
-        }
+        let headers_size = if headers.is_empty() {
+            1
+        } else {
+            headers_size(headers)?
+        };
 
-        let base = *self.base_timestamp.get_or_insert(timestamp);
+        // The first record sets the base (unless given), but only once it is accepted.
+        let base = self.base_timestamp.unwrap_or(timestamp);
         let timestamp_delta = timestamp.wrapping_sub(base);
         let offset_delta = self.count;
-        let body = body_size(timestamp_delta, offset_delta, key, value, headers);
+        let body = body_size(timestamp_delta, offset_delta, key, value, headers_size);
         check_len("record", body)?;
         let total = varint_len(body as i32) + body;
         let batch_len = self.encoded_len() - LOG_OVERHEAD + total;
@@ -277,25 +289,28 @@ impl<'a> BatchEncoder<'a> {
             });
         }
 
-        self.buf.reserve(total);
-        let mut prefix = Prefix::new();
-        prefix.varint(body as i32);
-        prefix.byte(0); // record attributes: unused
-        prefix.varlong(timestamp_delta);
-        prefix.varint(offset_delta);
-        put_nullable_prefixed(self.buf, prefix, key);
-        put_nullable_prefixed(self.buf, Prefix::new(), value);
-        let mut count = Prefix::new();
-        count.varint(headers.len() as i32);
-        self.buf.extend_from_slice(count.as_slice());
+        // One resize, then plain stores: cheaper than a capacity check per field.
+        let at = self.buf.len();
+        self.buf.resize(at + total, 0);
+        let mut w = Writer {
+            out: &mut self.buf[at..],
+            pos: 0,
+        };
+        w.varint(body as i32);
+        w.byte(0); // record attributes: unused
+        w.varlong(timestamp_delta);
+        w.varint(offset_delta);
+        w.nullable(key);
+        w.nullable(value);
+        w.varint(headers.len() as i32);
         for (k, v) in headers {
-            let mut key_len = Prefix::new();
-            key_len.varint(k.len() as i32);
-            self.buf.extend_from_slice(key_len.as_slice());
-            self.buf.extend_from_slice(k.as_bytes());
-            put_nullable_prefixed(self.buf, Prefix::new(), *v);
+            w.varint(k.len() as i32);
+            w.bytes(k.as_bytes());
+            w.nullable(*v);
         }
+        debug_assert_eq!(w.pos, total);
 
+        self.base_timestamp = Some(base);
         self.count += 1;
         self.max_timestamp = Some(self.max_timestamp.map_or(timestamp, |m| m.max(timestamp)));
         Ok(())
@@ -393,38 +408,35 @@ impl Drop for BatchEncoder<'_> {
     }
 }
 
-/// Size of a record after its length prefix.
-#[inline]
+/// Size of a record after its length prefix, given the size of its headers section.
+#[inline(always)]
 fn body_size(
     timestamp_delta: i64,
     offset_delta: i32,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-    headers: &[(&str, Option<&[u8]>)],
+    headers_size: usize,
 ) -> usize {
-    let mut size = 1 // attributes
+    (1 // attributes
         + varlong_len(timestamp_delta)
         + varint_len(offset_delta)
         + nullable_size(key)
-        + nullable_size(value)
-        + varint_len(headers.len() as i32);
+        + nullable_size(value))
+    .saturating_add(headers_size)
+}
+
+/// Size of the headers section (count included), once every length is known to fit its
+/// varint. Out of line: most records have no headers.
+#[inline(never)]
+fn headers_size(headers: &[(&str, Option<&[u8]>)]) -> Result<usize, RecordsEncodeError> {
+    check_len("record headers", headers.len())?;
+    let mut size = varint_len(headers.len() as i32);
     for (k, v) in headers {
+        check_len("header key", k.len())?;
+        check_len("header value", v.map_or(0, <[u8]>::len))?;
         size = size
             .saturating_add(varint_len(k.len() as i32) + k.len())
             .saturating_add(nullable_size(*v));
     }
-    size
-}
-
-/// Writes `prefix`, then the field's varint length (-1 for null), then the field.
-#[inline]
-fn put_nullable_prefixed(buf: &mut BytesMut, mut prefix: Prefix, field: Option<&[u8]>) {
-    match field {
-        None => prefix.varint(-1),
-        Some(b) => prefix.varint(b.len() as i32),
-    }
-    buf.extend_from_slice(prefix.as_slice());
-    if let Some(b) = field {
-        buf.extend_from_slice(b);
-    }
+    Ok(size)
 }

@@ -95,7 +95,8 @@ impl DecodedRecords {
     }
 }
 
-/// Decodes every batch of a `records` blob (any mix of magic 0, 1 and 2).
+/// Decodes every batch of a `records` blob (any mix of magic 0, 1 and 2). Fails on the first
+/// corrupt batch; [`RecordBatches`] yields the batches before it too.
 pub fn decode_records(
     records: Bytes,
     options: &DecodeOptions,
