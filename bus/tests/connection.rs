@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use bus::error::ConnectionFailure;
 use bus::{Connection, ConnectionConfig, RequestError};
+use bytes::{Bytes, BytesMut};
 use kafka_proto::envelope::decode_request;
 use kafka_proto::messages::api_versions_response::ApiVersion;
-use kafka_proto::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ResponseHeader};
+use kafka_proto::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ResponseHeader,
+};
 use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, FrameSplitter, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -37,9 +39,14 @@ impl Peer {
         let mut frame = BytesMut::new();
         let mut header = ResponseHeader::default();
         header.correlation_id = correlation_id;
-        header.encode(&mut frame, response_header_version(R::API_KEY, version)).unwrap();
+        header
+            .encode(&mut frame, response_header_version(R::API_KEY, version))
+            .unwrap();
         body.encode(&mut frame, version).unwrap();
-        self.io.write_all(&(frame.len() as i32).to_be_bytes()).await.unwrap();
+        self.io
+            .write_all(&(frame.len() as i32).to_be_bytes())
+            .await
+            .unwrap();
         self.io.write_all(&frame).await.unwrap();
     }
 
@@ -54,13 +61,17 @@ impl Peer {
             v.max_version = max;
             resp.api_keys.push(v);
         }
-        self.reply(header.correlation_id, header.request_api_version, &resp).await;
+        self.reply(header.correlation_id, header.request_api_version, &resp)
+            .await;
     }
 }
 
 async fn connected(config: ConnectionConfig) -> (Connection, Peer) {
     let (client, server) = tokio::io::duplex(1 << 16);
-    let mut peer = Peer { io: server, splitter: FrameSplitter::new() };
+    let mut peer = Peer {
+        io: server,
+        splitter: FrameSplitter::new(),
+    };
     let (conn, ()) = tokio::join!(
         async { Connection::handshake(client, "peer", config).await.unwrap() },
         peer.handshake()
@@ -93,27 +104,41 @@ async fn negotiates_and_matches_out_of_order_responses() {
     assert_eq!(h1.request_api_version, 12);
     assert_ne!(h1.correlation_id, h2.correlation_id);
     // Answer the second request first.
-    peer.reply(h2.correlation_id, 12, &metadata_with_cluster("second")).await;
-    peer.reply(h1.correlation_id, 12, &metadata_with_cluster("first")).await;
-    assert_eq!(a.await.unwrap().unwrap().cluster_id.as_deref(), Some("first"));
-    assert_eq!(b.await.unwrap().unwrap().cluster_id.as_deref(), Some("second"));
+    peer.reply(h2.correlation_id, 12, &metadata_with_cluster("second"))
+        .await;
+    peer.reply(h1.correlation_id, 12, &metadata_with_cluster("first"))
+        .await;
+    assert_eq!(
+        a.await.unwrap().unwrap().cluster_id.as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        b.await.unwrap().unwrap().cluster_id.as_deref(),
+        Some("second")
+    );
     assert_eq!(conn.in_flight(), 0);
 }
 
 #[tokio::test]
 async fn a_pinned_version_is_used_or_refused() {
-    let (conn, mut peer) = connected(ConnectionConfig::default().pin_version(ApiKey::Metadata, 4)).await;
+    let (conn, mut peer) =
+        connected(ConnectionConfig::default().pin_version(ApiKey::Metadata, 4)).await;
     let pending = tokio::spawn({
         let c = conn.clone();
         async move { c.send(&MetadataRequest::default()).await }
     });
     let (h, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
     assert_eq!(h.request_api_version, 4);
-    peer.reply(h.correlation_id, 4, &MetadataResponse::default()).await;
+    peer.reply(h.correlation_id, 4, &MetadataResponse::default())
+        .await;
     pending.await.unwrap().unwrap();
 
-    let (conn, _peer) = connected(ConnectionConfig::default().pin_version(ApiKey::Metadata, 13)).await;
-    assert!(matches!(conn.send(&MetadataRequest::default()).await, Err(RequestError::Version(_))));
+    let (conn, _peer) =
+        connected(ConnectionConfig::default().pin_version(ApiKey::Metadata, 13)).await;
+    assert!(matches!(
+        conn.send(&MetadataRequest::default()).await,
+        Err(RequestError::Version(_))
+    ));
 }
 
 #[tokio::test]
@@ -122,7 +147,9 @@ async fn peer_close_fails_every_in_flight_request_with_one_cause() {
     let mut pending = Vec::new();
     for _ in 0..3 {
         let c = conn.clone();
-        pending.push(tokio::spawn(async move { c.send(&MetadataRequest::default()).await }));
+        pending.push(tokio::spawn(async move {
+            c.send(&MetadataRequest::default()).await
+        }));
         peer.next_request().await.unwrap();
     }
     drop(peer);
@@ -134,11 +161,16 @@ async fn peer_close_fails_every_in_flight_request_with_one_cause() {
         }
     }
     assert!(matches!(*causes[0], ConnectionFailure::Eof));
-    assert!(causes.iter().all(|c| std::sync::Arc::ptr_eq(c, &causes[0])), "one shared cause");
+    assert!(
+        causes.iter().all(|c| std::sync::Arc::ptr_eq(c, &causes[0])),
+        "one shared cause"
+    );
     assert!(conn.is_closed());
     // Later requests fail at once with the same cause.
     match conn.send(&MetadataRequest::default()).await {
-        Err(RequestError::ConnectionClosed { cause, .. }) => assert!(std::sync::Arc::ptr_eq(&cause, &causes[0])),
+        Err(RequestError::ConnectionClosed { cause, .. }) => {
+            assert!(std::sync::Arc::ptr_eq(&cause, &causes[0]))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -153,17 +185,24 @@ async fn a_timed_out_request_does_not_poison_the_connection() {
     });
     let (h, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
     // Virtual time: this returns as soon as the runtime is idle past the deadline.
-    assert!(matches!(slow.await.unwrap(), Err(RequestError::Timeout(d)) if d == Duration::from_secs(5)));
+    assert!(
+        matches!(slow.await.unwrap(), Err(RequestError::Timeout(d)) if d == Duration::from_secs(5))
+    );
     assert_eq!(conn.in_flight(), 0, "the timed-out request was forgotten");
     // Its late answer is dropped, and the connection keeps working.
-    peer.reply(h.correlation_id, 12, &MetadataResponse::default()).await;
+    peer.reply(h.correlation_id, 12, &MetadataResponse::default())
+        .await;
     let next = tokio::spawn({
         let c = conn.clone();
         async move { c.send(&MetadataRequest::default()).await }
     });
     let (h2, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
-    peer.reply(h2.correlation_id, 12, &metadata_with_cluster("ok")).await;
-    assert_eq!(next.await.unwrap().unwrap().cluster_id.as_deref(), Some("ok"));
+    peer.reply(h2.correlation_id, 12, &metadata_with_cluster("ok"))
+        .await;
+    assert_eq!(
+        next.await.unwrap().unwrap().cluster_id.as_deref(),
+        Some("ok")
+    );
     assert!(!conn.is_closed());
 }
 
@@ -177,10 +216,16 @@ async fn an_oversized_frame_poisons_the_connection_before_allocating() {
         async move { c.send(&MetadataRequest::default()).await }
     });
     peer.next_request().await.unwrap();
-    peer.io.write_all(&(1i32 << 30).to_be_bytes()).await.unwrap();
+    peer.io
+        .write_all(&(1i32 << 30).to_be_bytes())
+        .await
+        .unwrap();
     match pending.await.unwrap() {
         Err(RequestError::ConnectionClosed { cause, .. }) => {
-            assert!(matches!(*cause, ConnectionFailure::Frame(kafka_proto::DecodeError::FrameTooLarge { .. })))
+            assert!(matches!(
+                *cause,
+                ConnectionFailure::Frame(kafka_proto::DecodeError::FrameTooLarge { .. })
+            ))
         }
         other => panic!("{other:?}"),
     }
@@ -194,6 +239,10 @@ async fn a_response_for_an_unknown_correlation_id_poisons_the_connection() {
         async move { c.send(&MetadataRequest::default()).await }
     });
     peer.next_request().await.unwrap();
-    peer.reply(1_000_000, 12, &MetadataResponse::default()).await;
-    assert!(matches!(pending.await.unwrap(), Err(RequestError::ConnectionClosed { .. })));
+    peer.reply(1_000_000, 12, &MetadataResponse::default())
+        .await;
+    assert!(matches!(
+        pending.await.unwrap(),
+        Err(RequestError::ConnectionClosed { .. })
+    ));
 }

@@ -7,7 +7,9 @@ use integration_tests::{TestConnection, bootstrap, unique_topic};
 use kafka_proto::messages::create_topics_request::CreatableTopic;
 use kafka_proto::messages::delete_topics_request::DeleteTopicState;
 use kafka_proto::messages::metadata_request::MetadataRequestTopic;
-use kafka_proto::messages::{CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse};
+use kafka_proto::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse,
+};
 use kafka_proto::version::client_versions;
 use kafka_proto::{ApiKey, ErrorCode, Request};
 
@@ -54,8 +56,18 @@ fn topic_error(resp: &MetadataResponse, topic: &str) -> Option<(ErrorCode, usize
 fn api_versions_lists_what_we_need() {
     let Some(addr) = bootstrap() else { return };
     let conn = TestConnection::connect(&addr).unwrap();
-    for api in [ApiKey::ApiVersions, ApiKey::Metadata, ApiKey::CreateTopics, ApiKey::DeleteTopics, ApiKey::Produce, ApiKey::Fetch] {
-        let v = conn.versions.negotiate(api, None).unwrap_or_else(|e| panic!("{api:?}: {e}"));
+    for api in [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+    ] {
+        let v = conn
+            .versions
+            .negotiate(api, None)
+            .unwrap_or_else(|e| panic!("{api:?}: {e}"));
         assert!(client_versions(api).unwrap().contains(v));
     }
 }
@@ -69,7 +81,10 @@ fn metadata_decodes_at_every_version_both_sides_speak() {
         .get(ApiKey::Metadata)
         .and_then(|b| b.intersect(&client_versions(ApiKey::Metadata).unwrap()))
         .expect("some Metadata version in common");
-    assert!(usable.max - usable.min >= 4, "expected a range of Metadata versions, got {usable:?}");
+    assert!(
+        usable.max - usable.min >= 4,
+        "expected a range of Metadata versions, got {usable:?}"
+    );
     for v in usable.iter() {
         let mut req = MetadataRequest::default();
         // v0 has no null "all topics"; an empty list means all topics there.
@@ -77,9 +92,14 @@ fn metadata_decodes_at_every_version_both_sides_speak() {
         if v < 4 {
             req.allow_auto_topic_creation = true; // the default; versions before 4 cannot say otherwise
         }
-        let (_, resp) = conn.round_trip(&req, v).unwrap_or_else(|e| panic!("Metadata v{v}: {e}"));
+        let (_, resp) = conn
+            .round_trip(&req, v)
+            .unwrap_or_else(|e| panic!("Metadata v{v}: {e}"));
         assert!(!resp.brokers.is_empty(), "Metadata v{v}: no brokers");
-        assert!(resp.brokers.iter().all(|b| b.port > 0), "Metadata v{v}: bad broker port");
+        assert!(
+            resp.brokers.iter().all(|b| b.port > 0),
+            "Metadata v{v}: bad broker port"
+        );
     }
 }
 
@@ -91,19 +111,30 @@ fn create_and_delete_topics_through_the_test_connection() {
     let cv = conn.version::<CreateTopicsRequest>();
     let (_, created) = conn.round_trip(&create_request(&topic, 3), cv).unwrap();
     assert_eq!(created.topics.len(), 1);
-    assert_eq!(ErrorCode::from_code(created.topics[0].error_code), ErrorCode::None, "{created:?}");
+    assert_eq!(
+        ErrorCode::from_code(created.topics[0].error_code),
+        ErrorCode::None,
+        "{created:?}"
+    );
 
     let mv = conn.version::<MetadataRequest>();
     let (_, meta) = conn.round_trip(&metadata_request(&topic), mv).unwrap();
     assert_eq!(topic_error(&meta, &topic), Some((ErrorCode::None, 3)));
 
     let (_, again) = conn.round_trip(&create_request(&topic, 3), cv).unwrap();
-    assert_eq!(ErrorCode::from_code(again.topics[0].error_code), ErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        ErrorCode::from_code(again.topics[0].error_code),
+        ErrorCode::TopicAlreadyExists
+    );
 
     let dv = conn.version::<DeleteTopicsRequest>();
     let (_, deleted) = conn.round_trip(&delete_request(&topic, dv), dv).unwrap();
     assert_eq!(deleted.responses.len(), 1);
-    assert_eq!(ErrorCode::from_code(deleted.responses[0].error_code), ErrorCode::None, "{deleted:?}");
+    assert_eq!(
+        ErrorCode::from_code(deleted.responses[0].error_code),
+        ErrorCode::None,
+        "{deleted:?}"
+    );
 
     let mut req = metadata_request(&topic);
     req.allow_auto_topic_creation = false;
@@ -118,10 +149,15 @@ fn create_and_delete_topics_through_the_test_connection() {
 #[tokio::test]
 async fn bus_connection_pipelines_requests_against_the_broker() {
     let Some(addr) = bootstrap() else { return };
-    let conn = Connection::connect(&addr, ConnectionConfig::default()).await.unwrap();
+    let conn = Connection::connect(&addr, ConnectionConfig::default())
+        .await
+        .unwrap();
     let topic = unique_topic("proto-bus");
     let created = conn.send(&create_request(&topic, 2)).await.unwrap();
-    assert_eq!(ErrorCode::from_code(created.topics[0].error_code), ErrorCode::None);
+    assert_eq!(
+        ErrorCode::from_code(created.topics[0].error_code),
+        ErrorCode::None
+    );
 
     // Many requests in flight on one socket at once; each gets its own answer.
     let mut tasks = Vec::new();
@@ -136,6 +172,9 @@ async fn bus_connection_pipelines_requests_against_the_broker() {
     }
     let dv = conn.version_for::<DeleteTopicsRequest>().unwrap();
     let deleted = conn.send(&delete_request(&topic, dv)).await.unwrap();
-    assert_eq!(ErrorCode::from_code(deleted.responses[0].error_code), ErrorCode::None);
+    assert_eq!(
+        ErrorCode::from_code(deleted.responses[0].error_code),
+        ErrorCode::None
+    );
     assert_eq!(DeleteTopicsRequest::API_KEY, ApiKey::DeleteTopics);
 }

@@ -496,7 +496,11 @@ fn emit_struct(
                 let body = encode_field(f, &id, "true", &fname, &ctx)?;
                 let (def, tag) = (default_expr(f)?, f.tag.unwrap_or_default());
                 let wanted = format!("self.{id} != {def} || self.tagged_defaults.contains({tag})");
-                let test = if present == "true" { wanted } else { format!("({present}) && ({wanted})") };
+                let test = if present == "true" {
+                    wanted
+                } else {
+                    format!("({present}) && ({wanted})")
+                };
                 let _ = writeln!(
                     out,
                     "if {test} {{ let mut tbuf = BytesMut::new(); {{ let buf = &mut tbuf; {body} }} known.push(({tag}, tbuf.freeze())); }}",
