@@ -181,15 +181,11 @@ fn emit_mod(specs: &[Spec], header: &str) -> Result<String, String> {
     let mut responses: BTreeMap<i16, &Spec> = BTreeMap::new();
     for s in specs {
         match (s.kind, s.api_key) {
-            (Kind::Request, Some(k)) => {
-                if requests.insert(k, s).is_some() {
-                    return Err(format!("two requests with API key {k}"));
-                }
+            (Kind::Request, Some(k)) if requests.insert(k, s).is_some() => {
+                return Err(format!("two requests with API key {k}"));
             }
-            (Kind::Response, Some(k)) => {
-                if responses.insert(k, s).is_some() {
-                    return Err(format!("two responses with API key {k}"));
-                }
+            (Kind::Response, Some(k)) if responses.insert(k, s).is_some() => {
+                return Err(format!("two responses with API key {k}"));
             }
             _ => {}
         }

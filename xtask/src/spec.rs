@@ -291,7 +291,7 @@ fn parse_field(v: &Value, ctx: &str) -> Result<Field> {
         Some(s) => Range::parse(&s)?,
         None => Range::NONE,
     };
-    if tag.is_some() != !tagged.is_empty() {
+    if tag.is_some() == tagged.is_empty() {
         return Err(format!(
             "{ctx}: `tag` and `taggedVersions` must come together"
         ));

@@ -56,10 +56,7 @@ async fn run(mut args: Vec<String>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match cmd.as_str() {
         "api-versions" => {
-            println!(
-                "{:<28} {:>9} {:>7}  {}",
-                "API", "broker", "client", "will send"
-            );
+            println!("{:<28} {:>9} {:>7}  will send", "API", "broker", "client");
             for api in ApiKey::ALL {
                 let Some(b) = conn.broker_versions().get(*api) else {
                     continue;

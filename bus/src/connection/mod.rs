@@ -127,14 +127,12 @@ impl Connection {
             let code = ErrorCode::from_code(resp.error_code);
             let versions = BrokerVersions::from_response(&resp);
             if code == ErrorCode::UnsupportedVersion {
-                if let Some(v) = versions
+                let usable = versions
                     .get(ApiKey::ApiVersions)
-                    .and_then(|b| b.intersect(&ours))
-                {
-                    if v.max < version {
-                        version = v.max;
-                        continue;
-                    }
+                    .and_then(|b| b.intersect(&ours));
+                if let Some(v) = usable.filter(|v| v.max < version) {
+                    version = v.max;
+                    continue;
                 }
                 return Err(kafka_proto::VersionError::NotSupportedByBroker {
                     api: ApiKey::ApiVersions,
@@ -286,14 +284,14 @@ async fn write_loop<W: AsyncWrite>(
             return;
         }
         // Flush only when no further frame is queued, so pipelined requests share a syscall.
-        if rx.is_empty() {
-            if let Err(e) = write.flush().await {
-                shared
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fail(ConnectionFailure::Io(e));
-                return;
-            }
+        if rx.is_empty()
+            && let Err(e) = write.flush().await
+        {
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fail(ConnectionFailure::Io(e));
+            return;
         }
     }
     let _ = write.shutdown().await;
