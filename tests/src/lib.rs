@@ -3,7 +3,12 @@
 //!
 //! The broker address comes from `KAFKA_BOOTSTRAP` (`scripts/broker.sh start` prints it).
 //! Under `CI=true` a missing or unreachable broker fails the test; elsewhere the test prints
-//! why it did nothing and passes, so `cargo test` works on a laptop without a broker.
+//! why it did nothing and passes, so `cargo test` works on a laptop without a broker. With the
+//! `testcontainers` feature and no `KAFKA_BOOTSTRAP`, an `apache/kafka` container is started
+//! instead (hosts with Docker).
+
+#[cfg(feature = "testcontainers")]
+pub mod container;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
