@@ -29,6 +29,9 @@ use crate::error::{ConnectionFailure, RequestError};
 
 type Reply = Result<Bytes, Arc<ConnectionFailure>>;
 
+/// Size prefix (4), api key (2), api version (2), then the correlation id.
+const CORRELATION_ID_OFFSET: usize = 8;
+
 struct Shared {
     next_correlation_id: i32,
     in_flight: HashMap<i32, oneshot::Sender<Reply>>,
@@ -179,24 +182,21 @@ impl Connection {
         version: i16,
     ) -> Result<R::Response, RequestError> {
         let (tx, rx) = oneshot::channel();
-        let correlation_id;
+        // Encode outside the lock (a Produce request can be megabytes), then take an id and
+        // patch it in: it sits at a fixed offset in every request header version.
         let mut frame = BytesMut::new();
+        encode_request(&mut frame, version, 0, self.config.client_id.as_deref(), req)?;
+        let correlation_id;
         {
             let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(cause) = &shared.failed {
                 return Err(self.closed(cause.clone()));
             }
             correlation_id = shared.next_correlation_id;
-            encode_request(
-                &mut frame,
-                version,
-                correlation_id,
-                self.config.client_id.as_deref(),
-                req,
-            )?;
             shared.next_correlation_id = shared.next_correlation_id.wrapping_add(1);
             shared.in_flight.insert(correlation_id, tx);
         }
+        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4].copy_from_slice(&correlation_id.to_be_bytes());
         let guard = InFlightGuard {
             shared: &self.shared,
             correlation_id,
