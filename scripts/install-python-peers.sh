@@ -42,6 +42,31 @@ ensure_kafka_python() {
     log "kafka-python ready for $SYSTEM_PYTHON"
 }
 
+# kafka-python compresses through optional modules; the record fixtures need every codec
+# (kafka-proto/tests/fixtures/records). Debian packages them for the system interpreter.
+ensure_kafka_python_codecs() {
+    if "$SYSTEM_PYTHON" -c 'from kafka.codec import has_snappy, has_lz4, has_zstd
+import sys; sys.exit(not (has_snappy() and has_lz4() and has_zstd()))' >/dev/null 2>&1; then
+        log "kafka-python codecs (snappy, lz4, zstd) already importable by $SYSTEM_PYTHON"
+        return 0
+    fi
+    log "installing Debian packages python3-snappy python3-lz4 python3-zstandard"
+    export DEBIAN_FRONTEND=noninteractive
+    local pkgs="python3-snappy python3-lz4 python3-zstandard"
+    # shellcheck disable=SC2086 # the package list is meant to split
+    if ! as_root apt-get install -y --no-install-recommends $pkgs >/dev/null 2>&1; then
+        as_root apt-get update
+        # shellcheck disable=SC2086
+        as_root apt-get install -y --no-install-recommends $pkgs
+    fi
+    "$SYSTEM_PYTHON" -c 'from kafka.codec import has_snappy, has_lz4, has_zstd
+assert has_snappy() and has_lz4() and has_zstd()' || {
+        log "codec packages installed but kafka-python still lacks a codec"
+        return 1
+    }
+    log "kafka-python codecs ready for $SYSTEM_PYTHON"
+}
+
 ensure_confluent_kafka() {
     if ! command -v python3 >/dev/null 2>&1; then
         log "no python3 on PATH"
@@ -65,4 +90,5 @@ ensure_confluent_kafka() {
 }
 
 ensure_kafka_python
+ensure_kafka_python_codecs
 ensure_confluent_kafka

@@ -39,9 +39,15 @@ fn start() -> Result<Running, String> {
         .with_env_var("KAFKA_NODE_ID", "1")
         .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
         .with_env_var("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
-        .with_env_var("KAFKA_ADVERTISED_LISTENERS", format!("PLAINTEXT://127.0.0.1:{port}"))
+        .with_env_var(
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+        )
         .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-        .with_env_var("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT")
+        .with_env_var(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        )
         .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
         .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
         .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
@@ -50,10 +56,17 @@ fn start() -> Result<Running, String> {
         .with_mapped_port(port, 9092.tcp())
         .start()
         .map_err(|e| format!("starting apache/kafka:{tag}: {e}"))?;
-    Ok(Running { _container: container, bootstrap: format!("127.0.0.1:{port}") })
+    Ok(Running {
+        _container: container,
+        bootstrap: format!("127.0.0.1:{port}"),
+    })
 }
 
 /// The address of a Kafka container started once per test process.
 pub fn kafka_bootstrap() -> Result<String, String> {
-    KAFKA.get_or_init(start).as_ref().map(|r| r.bootstrap.clone()).map_err(Clone::clone)
+    KAFKA
+        .get_or_init(start)
+        .as_ref()
+        .map(|r| r.bootstrap.clone())
+        .map_err(Clone::clone)
 }

@@ -185,7 +185,13 @@ impl Connection {
         // Encode outside the lock (a Produce request can be megabytes), then take an id and
         // patch it in: it sits at a fixed offset in every request header version.
         let mut frame = BytesMut::new();
-        encode_request(&mut frame, version, 0, self.config.client_id.as_deref(), req)?;
+        encode_request(
+            &mut frame,
+            version,
+            0,
+            self.config.client_id.as_deref(),
+            req,
+        )?;
         let correlation_id;
         {
             let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,7 +202,8 @@ impl Connection {
             shared.next_correlation_id = shared.next_correlation_id.wrapping_add(1);
             shared.in_flight.insert(correlation_id, tx);
         }
-        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4].copy_from_slice(&correlation_id.to_be_bytes());
+        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4]
+            .copy_from_slice(&correlation_id.to_be_bytes());
         let guard = InFlightGuard {
             shared: &self.shared,
             correlation_id,
