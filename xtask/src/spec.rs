@@ -507,3 +507,100 @@ pub const RESERVED_TYPE_NAMES: &[&str] = &[
     "Default",
     "UnknownTaggedFields",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{
+      // a comment
+      "apiKey": 99, "type": "request", "name": "DemoRequest",
+      "validVersions": "0-2", "flexibleVersions": "1+",
+      "fields": [
+        { "name": "Url", "type": "string", "versions": "0+", "about": "not // a comment" },
+        { "name": "Tags", "type": "[]int32", "versions": "2+", "ignorable": true }
+      ]
+    }"#;
+
+    #[test]
+    fn parses_a_minimal_spec_and_keeps_slashes_inside_strings() {
+        let spec = parse_spec("Demo.json", MINIMAL).unwrap();
+        assert_eq!(spec.api_key, Some(99));
+        assert_eq!(spec.valid, Range { min: 0, max: 2 });
+        assert_eq!(
+            spec.flexible,
+            Range {
+                min: 1,
+                max: i16::MAX
+            }
+        );
+        assert_eq!(spec.fields[0].about, "not // a comment");
+        assert_eq!(spec.fields[1].ty, Ty::Array(Box::new(Ty::Int32)));
+        assert!(spec.fields[1].ignorable);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        let top = MINIMAL.replacen("\"apiKey\": 99,", "\"apiKey\": 99, \"newThing\": 1,", 1);
+        assert!(
+            parse_spec("Demo.json", &top)
+                .unwrap_err()
+                .contains("unknown key `newThing`")
+        );
+        let field = MINIMAL.replacen(
+            "\"ignorable\": true",
+            "\"ignorable\": true, \"encoding\": \"x\"",
+            1,
+        );
+        assert!(
+            parse_spec("Demo.json", &field)
+                .unwrap_err()
+                .contains("unknown key `encoding`")
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        let bad_type = MINIMAL.replacen("\"[]int32\"", "\"int128\"", 1);
+        assert!(parse_spec("Demo.json", &bad_type).is_err());
+        let nullable_int = MINIMAL.replacen(
+            "\"[]int32\", \"versions\": \"2+\", \"ignorable\": true",
+            "\"int32\", \"versions\": \"2+\", \"nullableVersions\": \"2+\"",
+            1,
+        );
+        assert!(
+            parse_spec("Demo.json", &nullable_int)
+                .unwrap_err()
+                .contains("cannot be nullable")
+        );
+        let lone_tag = MINIMAL.replacen("\"ignorable\": true", "\"tag\": 0", 1);
+        assert!(parse_spec("Demo.json", &lone_tag).is_err());
+    }
+
+    #[test]
+    fn version_ranges() {
+        assert_eq!(
+            Range::parse("3+").unwrap(),
+            Range {
+                min: 3,
+                max: i16::MAX
+            }
+        );
+        assert_eq!(Range::parse("1-4").unwrap(), Range { min: 1, max: 4 });
+        assert_eq!(Range::parse("7").unwrap(), Range { min: 7, max: 7 });
+        assert!(Range::parse("none").unwrap().is_empty());
+        assert!(Range::parse("4-1").is_err());
+        assert!(Range::parse("x").is_err());
+    }
+
+    #[test]
+    fn snake_case_and_keywords() {
+        use crate::emit::{field_ident, snake};
+        assert_eq!(snake("ThrottleTimeMs"), "throttle_time_ms");
+        assert_eq!(snake("IsrNodes"), "isr_nodes");
+        assert_eq!(snake("TopicID"), "topic_id");
+        assert_eq!(snake("ZkMigrationReady"), "zk_migration_ready");
+        assert_eq!(field_ident("Type"), "r#type");
+        assert_eq!(field_ident("Match"), "r#match");
+    }
+}
