@@ -5,6 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_EACH="${1:-30}"
 cd "$ROOT/fuzz"
+mkdir -p artifacts
 cargo +nightly fuzz build
 BIN="target/x86_64-unknown-linux-gnu/release"
 for target in $(cargo +nightly fuzz list); do
