@@ -88,6 +88,10 @@ impl Read for Frames<'_> {
                     }
                     _ => return Err(invalid("bytes after the last lz4 frame are not a frame")),
                 }
+                // A fresh decoder per frame: lz4_flex sizes its buffers from the first frame's
+                // block size and asserts that invariant on the next frame, so reusing one
+                // across concatenated frames with different block sizes is not sound.
+                self.decoder = FrameDecoder::new(rest);
                 self.at_boundary = false;
             }
             let n = self.decoder.read(buf)?;

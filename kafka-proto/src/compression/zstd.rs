@@ -34,6 +34,8 @@ pub(super) fn decompress(input: &[u8], max: usize) -> Result<Vec<u8>, Compressio
             decoder: FrameDecoder::new(),
             in_frame: false,
             max,
+            declared: None,
+            produced: 0,
         })
     })
 }
@@ -44,6 +46,10 @@ struct Frames<'a> {
     decoder: FrameDecoder,
     in_frame: bool,
     max: usize,
+    /// The current frame's declared content size, if its header has one.
+    declared: Option<u64>,
+    /// Bytes the current frame has produced so far.
+    produced: u64,
 }
 
 fn other(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -84,7 +90,9 @@ fn declared_content_size(input: &[u8]) -> Option<u64> {
 
 impl Frames<'_> {
     fn start_frame(&mut self) -> io::Result<()> {
-        if declared_content_size(self.rest).is_some_and(|size| size > self.max as u64) {
+        self.declared = declared_content_size(self.rest);
+        self.produced = 0;
+        if self.declared.is_some_and(|size| size > self.max as u64) {
             return Err(io::Error::other(CapExceeded));
         }
         self.decoder.set_max_window_size(MAX_WINDOW);
@@ -114,6 +122,11 @@ impl Frames<'_> {
         {
             return Err(invalid("zstd content checksum mismatch"));
         }
+        // ruzstd does not hold a frame to its declared size; RFC 8878 does (3.1.1.1.4). A
+        // frame that lies about it is corrupt, and must not be judged by the lie against the cap.
+        if self.declared.is_some_and(|d| d != self.produced) {
+            return Err(invalid("zstd frame content size does not match its header"));
+        }
         self.in_frame = false;
         Ok(())
     }
@@ -134,6 +147,7 @@ impl Read for Frames<'_> {
             }
             let n = self.decoder.read(buf)?;
             if n > 0 {
+                self.produced += n as u64;
                 return Ok(n);
             }
             if self.decoder.is_finished() {
