@@ -31,3 +31,26 @@ fn zstd_frame_lying_about_its_content_size_is_corrupt() {
     assert!(decompress(Compression::Zstd, &data, 64 * 1024).is_err());
     assert!(decompress(Compression::Zstd, &data, 1).is_err());
 }
+
+/// A frame header declaring 61 bytes, then nothing: lz4_flex took the missing block header as
+/// a clean end. Truncated frames, with or without a declared size, are corrupt.
+#[test]
+fn truncated_lz4_frames_are_corrupt() {
+    let data = input("lz4-truncated-frame.bin");
+    assert!(decompress(Compression::Lz4, &data, 64 * 1024).is_err());
+    assert!(decompress(Compression::Lz4, &data, 0).is_err());
+
+    let mut frame = Vec::new();
+    kafka_proto::compression::compress(Compression::Lz4, b"some payload", &mut frame).unwrap();
+    assert_eq!(
+        decompress(Compression::Lz4, &frame, 1024).unwrap(),
+        b"some payload"
+    );
+    for cut in 1..=4 {
+        let short = &frame[..frame.len() - cut];
+        assert!(
+            decompress(Compression::Lz4, short, 1024).is_err(),
+            "EndMark cut by {cut} bytes accepted"
+        );
+    }
+}

@@ -46,10 +46,42 @@ pub(super) fn decompress(input: &[u8], max: usize) -> Result<Vec<u8>, Compressio
     }
     read_bounded(CODEC, max, input.len().saturating_mul(4), || {
         Ok(Frames {
-            decoder: FrameDecoder::new(input),
+            decoder: FrameDecoder::new(Tracked::new(input)),
             at_boundary: true,
+            declared: None,
+            produced: 0,
+            legacy: false,
         })
     })
+}
+
+/// The input slice, remembering whether a read ever came up short. lz4_flex takes running
+/// out of input where a block header should be as a clean end of frame, so a frame cut
+/// before its EndMark would otherwise decode as complete.
+struct Tracked<'a> {
+    data: &'a [u8],
+    ran_out: bool,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Tracked {
+            data,
+            ran_out: false,
+        }
+    }
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.data.len());
+        if n < buf.len() {
+            self.ran_out = true;
+        }
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
 }
 
 /// Reads every frame of the input in turn. lz4_flex's decoder reports end-of-stream at the end
@@ -58,8 +90,14 @@ pub(super) fn decompress(input: &[u8], max: usize) -> Result<Vec<u8>, Compressio
 /// are checked here because the decoder treats a stream ending right after a magic as a clean
 /// end.
 struct Frames<'a> {
-    decoder: FrameDecoder<&'a [u8]>,
+    decoder: FrameDecoder<Tracked<'a>>,
     at_boundary: bool,
+    /// The current frame's declared content size, if its header has one.
+    declared: Option<u64>,
+    /// Bytes the current frame has produced so far.
+    produced: u64,
+    /// A legacy stream has no EndMark: it ends where the input does.
+    legacy: bool,
 }
 
 fn invalid(msg: &'static str) -> io::Error {
@@ -73,7 +111,7 @@ impl Read for Frames<'_> {
         }
         loop {
             if self.at_boundary {
-                let rest = *self.decoder.get_ref();
+                let rest = self.decoder.get_ref().data;
                 if rest.is_empty() {
                     return Ok(0);
                 }
@@ -91,12 +129,26 @@ impl Read for Frames<'_> {
                 // A fresh decoder per frame: lz4_flex sizes its buffers from the first frame's
                 // block size and asserts that invariant on the next frame, so reusing one
                 // across concatenated frames with different block sizes is not sound.
-                self.decoder = FrameDecoder::new(rest);
+                self.decoder = FrameDecoder::new(Tracked::new(rest));
+                self.declared = declared_content_size(rest);
+                self.legacy = magic == Some(LEGACY_MAGIC);
+                self.produced = 0;
                 self.at_boundary = false;
             }
             let n = self.decoder.read(buf)?;
             if n > 0 {
+                self.produced += n as u64;
                 return Ok(n);
+            }
+            // End of frame, as lz4_flex sees it: only real if the EndMark was there, and the
+            // frame produced what its header declared (lz4_Frame_format.md, "Content Size").
+            if self.decoder.get_ref().ran_out && !self.legacy {
+                return Err(invalid(
+                    "truncated lz4 frame: input ended before its EndMark",
+                ));
+            }
+            if self.declared.is_some_and(|d| d != self.produced) {
+                return Err(invalid("lz4 frame content size does not match its header"));
             }
             self.at_boundary = true;
         }
