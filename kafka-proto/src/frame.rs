@@ -211,6 +211,8 @@ pub fn finish_frame(buf: &mut BytesMut, start: FrameStart) -> Result<(), FrameEn
 mod tests {
     use proptest::prelude::*;
 
+    use partitioner::{RandomSource, SplitMix64};
+
     use super::*;
 
     fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
@@ -236,21 +238,10 @@ mod tests {
         out
     }
 
-    /// splitmix64: a fixed-seed generator so the "random" chunking is the same on every run.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
+    /// A draw in `0..n` from the partitioner crate's fixed-seed SplitMix64, so the "random"
+    /// chunking is the same on every run.
+    fn below(rng: &mut SplitMix64, n: usize) -> usize {
+        (rng.next_u64() % n as u64) as usize
     }
 
     fn sample_frames() -> Vec<Vec<u8>> {
@@ -289,12 +280,12 @@ mod tests {
     fn seeded_random_chunking_yields_the_same_frames() {
         let frames = sample_frames();
         let wire = encode(&frames);
-        let mut rng = SplitMix(0x5eed);
+        let mut rng = SplitMix64::new(0x5eed);
         for _ in 0..200 {
             let mut chunks = Vec::new();
             let mut rest = &wire[..];
             while !rest.is_empty() {
-                let (chunk, tail) = rest.split_at(1 + rng.below(rest.len().min(40)));
+                let (chunk, tail) = rest.split_at(1 + below(&mut rng, rest.len().min(40)));
                 chunks.push(chunk);
                 rest = tail;
             }
