@@ -84,6 +84,15 @@ impl FrameSplitter {
         }
     }
 
+    /// The receive buffer with room for at least `want` more bytes, for transports that read
+    /// straight into it (tokio's `read_buf`) and so skip the copy [`push`](Self::push) makes.
+    /// Append only. What is appended is checked by the next [`next_frame`](Self::next_frame),
+    /// which poisons the splitter on a bad prefix exactly as `push` would.
+    pub fn recv_buffer(&mut self, want: usize) -> &mut BytesMut {
+        self.buf.reserve(want);
+        &mut self.buf
+    }
+
     /// Alias of [`push`](Self::push) for callers used to `BytesMut`'s vocabulary.
     pub fn extend_from_slice(&mut self, chunk: &[u8]) {
         self.push(chunk);
@@ -242,6 +251,30 @@ mod tests {
     /// chunking is the same on every run.
     fn below(rng: &mut SplitMix64, n: usize) -> usize {
         (rng.next_u64() % n as u64) as usize
+    }
+
+    #[test]
+    fn reading_into_the_buffer_frames_like_push() {
+        let mut stream = Vec::new();
+        for f in sample_frames() {
+            stream.extend_from_slice(&(f.len() as i32).to_be_bytes());
+            stream.extend_from_slice(&f);
+        }
+        let mut direct = FrameSplitter::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(7) {
+            direct.recv_buffer(chunk.len()).extend_from_slice(chunk);
+            while let Some(f) = direct.next_frame().unwrap() {
+                got.push(f.to_vec());
+            }
+        }
+        assert_eq!(got, sample_frames());
+        // A bad prefix appended this way poisons at the next call.
+        direct
+            .recv_buffer(4)
+            .extend_from_slice(&(-5i32).to_be_bytes());
+        assert!(direct.next_frame().is_err());
+        assert!(direct.is_poisoned());
     }
 
     fn sample_frames() -> Vec<Vec<u8>> {

@@ -29,6 +29,15 @@ use crate::error::{ConnectionFailure, RequestError};
 
 type Reply = Result<Bytes, Arc<ConnectionFailure>>;
 
+/// Bytes of room made in the receive buffer before each socket read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Locks the shared state. A panic elsewhere while holding the lock leaves the state usable
+/// (every update to it is a single assignment or map operation), so poisoning is ignored.
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Size prefix (4), api key (2), api version (2), then the correlation id.
 const CORRELATION_ID_OFFSET: usize = 8;
 
@@ -160,10 +169,7 @@ impl Connection {
     /// Sends `req` at the highest version both sides speak (or the configured pin) and
     /// returns the typed response.
     pub async fn send<R: Request>(&self, req: &R) -> Result<R::Response, RequestError> {
-        let version = self.versions.negotiate(
-            R::API_KEY,
-            self.config.version_pins.get(&R::API_KEY).copied(),
-        )?;
+        let version = self.version_for::<R>()?;
         self.send_at(req, version).await
     }
 
@@ -194,7 +200,7 @@ impl Connection {
         )?;
         let correlation_id;
         {
-            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shared = lock(&self.shared);
             if let Some(cause) = &shared.failed {
                 return Err(self.closed(cause.clone()));
             }
@@ -209,11 +215,7 @@ impl Connection {
             correlation_id,
         };
         if self.outbound.send(frame.freeze()).await.is_err() {
-            let cause = self
-                .shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fail(ConnectionFailure::Dropped);
+            let cause = lock(&self.shared).fail(ConnectionFailure::Dropped);
             return Err(self.closed(cause));
         }
         let reply = match tokio::time::timeout(self.config.request_timeout, rx).await {
@@ -225,10 +227,7 @@ impl Connection {
         let frame = reply.map_err(|cause| self.closed(cause))?;
         let (_header, body) = decode_response::<R::Response>(frame, version).inspect_err(|e| {
             // A body we cannot parse means we may be out of step with the peer.
-            self.shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fail(ConnectionFailure::Frame(e.clone()));
+            lock(&self.shared).fail(ConnectionFailure::Frame(e.clone()));
         })?;
         Ok(body)
     }
@@ -242,20 +241,12 @@ impl Connection {
 
     /// True once the connection has failed; a client should open a new one.
     pub fn is_closed(&self) -> bool {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failed
-            .is_some()
+        lock(&self.shared).failed.is_some()
     }
 
     /// Requests registered and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_flight
-            .len()
+        lock(&self.shared).in_flight.len()
     }
 }
 
@@ -268,11 +259,7 @@ struct InFlightGuard<'a> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_flight
-            .remove(&self.correlation_id);
+        lock(self.shared).in_flight.remove(&self.correlation_id);
     }
 }
 
@@ -284,20 +271,14 @@ async fn write_loop<W: AsyncWrite>(
     tokio::pin!(write);
     while let Some(frame) = rx.recv().await {
         if let Err(e) = write.write_all(&frame).await {
-            shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fail(ConnectionFailure::Io(e));
+            lock(&shared).fail(ConnectionFailure::Io(e));
             return;
         }
         // Flush only when no further frame is queued, so pipelined requests share a syscall.
         if rx.is_empty()
             && let Err(e) = write.flush().await
         {
-            shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fail(ConnectionFailure::Io(e));
+            lock(&shared).fail(ConnectionFailure::Io(e));
             return;
         }
     }
@@ -307,12 +288,11 @@ async fn write_loop<W: AsyncWrite>(
 async fn read_loop<R: AsyncRead>(read: R, shared: Arc<Mutex<Shared>>, max_frame_size: usize) {
     tokio::pin!(read);
     let mut splitter = FrameSplitter::with_max_frame_size(max_frame_size);
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         loop {
             match splitter.next_frame() {
                 Ok(Some(frame)) => {
-                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut s = lock(&shared);
                     let Some(id) = peek_correlation_id(&frame) else {
                         s.fail(ConnectionFailure::Frame(
                             kafka_proto::DecodeError::UnexpectedEof {
@@ -336,28 +316,20 @@ async fn read_loop<R: AsyncRead>(read: R, shared: Arc<Mutex<Shared>>, max_frame_
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    shared
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .fail(ConnectionFailure::Frame(e));
+                    lock(&shared).fail(ConnectionFailure::Frame(e));
                     return;
                 }
             }
         }
-        match read.read(&mut chunk).await {
+        // Straight into the splitter's buffer: one copy from the socket, none after it.
+        match read.read_buf(splitter.recv_buffer(READ_SIZE)).await {
             Ok(0) => {
-                shared
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fail(ConnectionFailure::Eof);
+                lock(&shared).fail(ConnectionFailure::Eof);
                 return;
             }
-            Ok(n) => splitter.push(&chunk[..n]),
+            Ok(_) => {}
             Err(e) => {
-                shared
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fail(ConnectionFailure::Io(e));
+                lock(&shared).fail(ConnectionFailure::Io(e));
                 return;
             }
         }
