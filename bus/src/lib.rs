@@ -4,6 +4,7 @@
 //! one socket and matches responses to requests; everything protocol-shaped comes from the
 //! sans-IO `kafka-proto` crate.
 
+pub mod admin;
 pub mod connection;
 pub mod error;
 

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_proto::envelope::{decode_response, encode_request};
-use kafka_proto::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
+use kafka_proto::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_proto::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, ResponseHeader,
+};
 use kafka_proto::version::BrokerVersions;
 use kafka_proto::{Request, Response};
 
@@ -68,6 +71,33 @@ pub fn unique_topic(prefix: &str) -> String {
         nanos % 1_000_000_000,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A Fetch of partition 0 from offset 0, up to `max_bytes`, in the form `version` carries:
+/// topics are named by id from v13 (KIP-516) and by name before.
+pub fn fetch_from_start(
+    topic: &str,
+    topic_id: kafka_proto::Uuid,
+    version: i16,
+    max_bytes: i32,
+) -> FetchRequest {
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = 0;
+    partition.partition_max_bytes = max_bytes;
+    let mut t = FetchTopic::default();
+    if version >= 13 {
+        t.topic_id = topic_id;
+    } else {
+        t.topic = topic.into();
+    }
+    t.partitions.push(partition);
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = 500;
+    req.min_bytes = 1;
+    req.max_bytes = max_bytes;
+    req.topics.push(t);
+    req
 }
 
 /// One blocking connection that sends a request and returns the raw response frame.

@@ -2,40 +2,15 @@
 //! DeleteTopics at negotiated versions, through the minimal test connection (raw frames) and
 //! through `bus::Connection`.
 
+use bus::admin::{create_topic_request, delete_topics_request};
 use bus::{Connection, ConnectionConfig};
 use integration_tests::{TestConnection, bootstrap, unique_topic};
-use kafka_proto::messages::create_topics_request::CreatableTopic;
-use kafka_proto::messages::delete_topics_request::DeleteTopicState;
 use kafka_proto::messages::metadata_request::MetadataRequestTopic;
 use kafka_proto::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse,
 };
 use kafka_proto::version::client_versions;
 use kafka_proto::{ApiKey, ErrorCode, Request};
-
-fn create_request(topic: &str, partitions: i32) -> CreateTopicsRequest {
-    let mut t = CreatableTopic::default();
-    t.name = topic.into();
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics.push(t);
-    req.timeout_ms = 10_000;
-    req
-}
-
-fn delete_request(topic: &str, version: i16) -> DeleteTopicsRequest {
-    let mut req = DeleteTopicsRequest::default();
-    req.timeout_ms = 10_000;
-    if version >= 6 {
-        let mut t = DeleteTopicState::default();
-        t.name = Some(topic.into());
-        req.topics.push(t);
-    } else {
-        req.topic_names.push(topic.into());
-    }
-    req
-}
 
 fn metadata_request(topic: &str) -> MetadataRequest {
     let mut t = MetadataRequestTopic::default();
@@ -109,7 +84,9 @@ fn create_and_delete_topics_through_the_test_connection() {
     let mut conn = TestConnection::connect(&addr).unwrap();
     let topic = unique_topic("proto-raw");
     let cv = conn.version::<CreateTopicsRequest>();
-    let (_, created) = conn.round_trip(&create_request(&topic, 3), cv).unwrap();
+    let (_, created) = conn
+        .round_trip(&create_topic_request(&topic, 3, 1), cv)
+        .unwrap();
     assert_eq!(created.topics.len(), 1);
     assert_eq!(
         ErrorCode::from_code(created.topics[0].error_code),
@@ -121,14 +98,18 @@ fn create_and_delete_topics_through_the_test_connection() {
     let (_, meta) = conn.round_trip(&metadata_request(&topic), mv).unwrap();
     assert_eq!(topic_error(&meta, &topic), Some((ErrorCode::None, 3)));
 
-    let (_, again) = conn.round_trip(&create_request(&topic, 3), cv).unwrap();
+    let (_, again) = conn
+        .round_trip(&create_topic_request(&topic, 3, 1), cv)
+        .unwrap();
     assert_eq!(
         ErrorCode::from_code(again.topics[0].error_code),
         ErrorCode::TopicAlreadyExists
     );
 
     let dv = conn.version::<DeleteTopicsRequest>();
-    let (_, deleted) = conn.round_trip(&delete_request(&topic, dv), dv).unwrap();
+    let (_, deleted) = conn
+        .round_trip(&delete_topics_request(&[&topic], dv), dv)
+        .unwrap();
     assert_eq!(deleted.responses.len(), 1);
     assert_eq!(
         ErrorCode::from_code(deleted.responses[0].error_code),
@@ -153,7 +134,10 @@ async fn bus_connection_pipelines_requests_against_the_broker() {
         .await
         .unwrap();
     let topic = unique_topic("proto-bus");
-    let created = conn.send(&create_request(&topic, 2)).await.unwrap();
+    let created = conn
+        .send(&create_topic_request(&topic, 2, 1))
+        .await
+        .unwrap();
     assert_eq!(
         ErrorCode::from_code(created.topics[0].error_code),
         ErrorCode::None
@@ -171,7 +155,10 @@ async fn bus_connection_pipelines_requests_against_the_broker() {
         assert_eq!(topic_error(&resp, &topic), Some((ErrorCode::None, 2)));
     }
     let dv = conn.version_for::<DeleteTopicsRequest>().unwrap();
-    let deleted = conn.send(&delete_request(&topic, dv)).await.unwrap();
+    let deleted = conn
+        .send(&delete_topics_request(&[&topic], dv))
+        .await
+        .unwrap();
     assert_eq!(
         ErrorCode::from_code(deleted.responses[0].error_code),
         ErrorCode::None

@@ -9,13 +9,12 @@
 
 use std::process::{Command, Stdio};
 
+use bus::admin::create_topic_request;
 use bus::{Connection, ConnectionConfig};
 use bytes::{Bytes, BytesMut};
-use integration_tests::{bootstrap, unique_topic};
-use kafka_proto::messages::create_topics_request::CreatableTopic;
-use kafka_proto::messages::fetch_request::{FetchPartition, FetchTopic};
+use integration_tests::{bootstrap, fetch_from_start, unique_topic};
 use kafka_proto::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_proto::messages::{CreateTopicsRequest, FetchRequest, ProduceRequest};
+use kafka_proto::messages::{FetchRequest, ProduceRequest};
 use kafka_proto::records::{
     BatchEncoder, BatchParams, Compression, DecodeOptions, RecordBatch, decode_records,
 };
@@ -172,13 +171,7 @@ fn encode(codec: Compression, records: &[Rec]) -> Bytes {
 }
 
 async fn create_topic(conn: &Connection, topic: &str) -> Uuid {
-    let mut t = CreatableTopic::default();
-    t.name = topic.into();
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics.push(t);
-    req.timeout_ms = 10_000;
+    let req = create_topic_request(topic, 1, 1);
     let resp = conn.send(&req).await.unwrap();
     assert_eq!(
         ErrorCode::from_code(resp.topics[0].error_code),
@@ -215,22 +208,7 @@ async fn produce(conn: &Connection, topic: &str, records: Bytes) -> i64 {
 /// The partition's batches as the broker serves them.
 async fn fetch(conn: &Connection, topic: &str, topic_id: Uuid) -> Vec<RecordBatch> {
     let v = conn.version_for::<FetchRequest>().unwrap();
-    let mut p = FetchPartition::default();
-    p.partition = 0;
-    p.fetch_offset = 0;
-    p.partition_max_bytes = 4 << 20;
-    let mut t = FetchTopic::default();
-    if v >= 13 {
-        t.topic_id = topic_id;
-    } else {
-        t.topic = topic.into();
-    }
-    t.partitions.push(p);
-    let mut req = FetchRequest::default();
-    req.max_wait_ms = 500;
-    req.min_bytes = 1;
-    req.max_bytes = 4 << 20;
-    req.topics.push(t);
+    let req = fetch_from_start(topic, topic_id, v, 4 << 20);
     let resp = conn.send(&req).await.unwrap();
     let part = &resp.responses[0].partitions[0];
     assert_eq!(

@@ -11,11 +11,10 @@
 
 use std::process::ExitCode;
 
+use bus::admin::{create_topic_request, delete_topics_request};
 use bus::{Connection, ConnectionConfig};
-use kafka_proto::messages::create_topics_request::CreatableTopic;
-use kafka_proto::messages::delete_topics_request::DeleteTopicState;
 use kafka_proto::messages::metadata_request::MetadataRequestTopic;
-use kafka_proto::messages::{CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest};
+use kafka_proto::messages::{DeleteTopicsRequest, MetadataRequest};
 use kafka_proto::{ApiKey, ErrorCode};
 
 const USAGE: &str = "usage: kbus [--bootstrap HOST:PORT] <api-versions | metadata [TOPIC...] | create-topic NAME [PARTITIONS] | delete-topic NAME>";
@@ -119,13 +118,7 @@ async fn run(mut args: Vec<String>) -> Result<(), String> {
                 .map(|p| p.parse::<i32>().map_err(|e| format!("partitions: {e}")))
                 .transpose()?
                 .unwrap_or(1);
-            let mut t = CreatableTopic::default();
-            t.name = name.clone();
-            t.num_partitions = partitions;
-            t.replication_factor = 1;
-            let mut req = CreateTopicsRequest::default();
-            req.topics.push(t);
-            req.timeout_ms = 30_000;
+            let req = create_topic_request(name, partitions, 1);
             let resp = conn.send(&req).await.map_err(|e| e.to_string())?;
             for t in &resp.topics {
                 check(t.error_code, &t.name)?;
@@ -137,15 +130,7 @@ async fn run(mut args: Vec<String>) -> Result<(), String> {
             let version = conn
                 .version_for::<DeleteTopicsRequest>()
                 .map_err(|e| e.to_string())?;
-            let mut req = DeleteTopicsRequest::default();
-            req.timeout_ms = 30_000;
-            if version >= 6 {
-                let mut t = DeleteTopicState::default();
-                t.name = Some(name.clone());
-                req.topics.push(t);
-            } else {
-                req.topic_names.push(name.clone());
-            }
+            let req = delete_topics_request(&[name], version);
             let resp = conn.send(&req).await.map_err(|e| e.to_string())?;
             for r in &resp.responses {
                 check(r.error_code, name)?;

@@ -4,8 +4,8 @@
 //! Each file is `<api>_v<version>.bin`: the response frame as received (header + body, no
 //! size prefix). The golden test decodes each and re-encodes it byte for byte.
 
+use bus::admin::create_topic_request;
 use integration_tests::TestConnection;
-use kafka_proto::messages::create_topics_request::CreatableTopic;
 use kafka_proto::messages::metadata_request::MetadataRequestTopic;
 use kafka_proto::messages::{ApiVersionsRequest, CreateTopicsRequest, MetadataRequest};
 
@@ -32,13 +32,7 @@ fn main() {
     }
 
     let topic = "golden-topic";
-    let mut create = CreateTopicsRequest::default();
-    let mut t = CreatableTopic::default();
-    t.name = topic.into();
-    t.num_partitions = 3;
-    t.replication_factor = 1;
-    create.topics.push(t);
-    create.timeout_ms = 10_000;
+    let create = create_topic_request(topic, 3, 1);
     let v = conn.version::<CreateTopicsRequest>();
     save(
         format!("create_topics_v{v}.bin"),

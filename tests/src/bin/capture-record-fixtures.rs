@@ -28,11 +28,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bus::admin::create_topic_request;
 use bytes::{Bytes, BytesMut};
-use integration_tests::TestConnection;
+use integration_tests::{TestConnection, fetch_from_start};
 use kafka_proto::envelope::{decode_request, decode_response};
-use kafka_proto::messages::create_topics_request::CreatableTopic;
-use kafka_proto::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_proto::messages::{CreateTopicsRequest, FetchRequest, MetadataResponse, ProduceRequest};
 use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, ErrorCode, Uuid};
@@ -302,13 +301,7 @@ fn rewrite_metadata(frame: &[u8], version: i16, proxy: SocketAddr) -> Result<Vec
 // Broker side
 
 fn create_topic(conn: &mut TestConnection, topic: &str) -> Uuid {
-    let mut t = CreatableTopic::default();
-    t.name = topic.into();
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics.push(t);
-    req.timeout_ms = 10_000;
+    let req = create_topic_request(topic, 1, 1);
     let v = conn.version::<CreateTopicsRequest>();
     let (_, resp) = conn.round_trip(&req, v).expect("CreateTopics");
     let created = &resp.topics[0];
@@ -323,27 +316,7 @@ fn create_topic(conn: &mut TestConnection, topic: &str) -> Uuid {
 /// The `records` of partition 0 from offset 0, as the broker sends them.
 fn fetch_raw(conn: &mut TestConnection, topic: &str, topic_id: Uuid) -> Bytes {
     let v = conn.version::<FetchRequest>();
-    let mut p = FetchPartition::default();
-    p.partition = 0;
-    p.fetch_offset = 0;
-    p.partition_max_bytes = 1 << 20;
-    p.current_leader_epoch = -1;
-    p.last_fetched_epoch = -1;
-    p.log_start_offset = -1;
-    let mut t = FetchTopic::default();
-    if v >= 13 {
-        t.topic_id = topic_id;
-    } else {
-        t.topic = topic.into();
-    }
-    t.partitions.push(p);
-    let mut req = FetchRequest::default();
-    req.replica_id = -1;
-    req.max_wait_ms = 500;
-    req.min_bytes = 1;
-    req.max_bytes = 1 << 20;
-    req.session_epoch = -1;
-    req.topics.push(t);
+    let req = fetch_from_start(topic, topic_id, v, 1 << 20);
     let (_, resp) = conn.round_trip(&req, v).expect("Fetch");
     let part = &resp.responses[0].partitions[0];
     assert_eq!(
