@@ -120,13 +120,17 @@ impl Cursor<'_> {
     }
 
     /// One- and two-byte varints (every length below 16 KiB) inline; longer ones out of line.
+    /// The one-byte case needs only one byte left: a record's last field (its header count)
+    /// sits at the end of the record's slice.
     #[inline(always)]
     fn uvarint(&mut self, max_bytes: usize) -> Result<u64, DecodeError> {
+        if let Some(&b0) = self.data.get(self.pos)
+            && b0 < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b0));
+        }
         match self.data.get(self.pos..self.pos + 2) {
-            Some(&[b0, _]) if b0 < 0x80 => {
-                self.pos += 1;
-                Ok(u64::from(b0))
-            }
             Some(&[b0, b1]) if b1 < 0x80 => {
                 self.pos += 2;
                 Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
