@@ -282,21 +282,36 @@ pub fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
     Ok(buf.split_to(len))
 }
 
+/// What a length prefix measures: classic strings use an int16 prefix, everything else int32.
+#[derive(Clone, Copy)]
+enum LenOf {
+    String,
+    Bytes,
+    Array,
+}
+
+impl LenOf {
+    fn name(self) -> &'static str {
+        match self {
+            LenOf::String => "string",
+            LenOf::Bytes => "bytes",
+            LenOf::Array => "array",
+        }
+    }
+}
+
 /// Reads a length prefix. Returns `None` for null (-1 classic, 0 compact) and otherwise a
 /// length already checked against the remaining bytes, so callers may slice or allocate it.
 #[inline]
-fn get_len(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> Result<Option<usize>, DecodeError> {
+fn get_len(buf: &mut Bytes, compact: bool, what: LenOf) -> Result<Option<usize>, DecodeError> {
     let len: i64 = if compact {
         i64::from(get_uvarint(buf)?) - 1
-    } else if what == "string" {
+    } else if let LenOf::String = what {
         i64::from(get_i16(buf)?)
     } else {
         i64::from(get_i32(buf)?)
     };
+    let what = what.name();
     if len == -1 {
         return Ok(None);
     }
@@ -316,7 +331,7 @@ pub fn get_nullable_string(
     compact: bool,
     field: &'static str,
 ) -> Result<Option<String>, DecodeError> {
-    match get_len(buf, compact, "string")? {
+    match get_len(buf, compact, LenOf::String)? {
         None => Ok(None),
         Some(len) => {
             let raw = buf.split_to(len);
@@ -340,7 +355,7 @@ pub fn get_string(
 
 #[inline]
 pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool) -> Result<Option<Bytes>, DecodeError> {
-    Ok(get_len(buf, compact, "bytes")?.map(|len| buf.split_to(len)))
+    Ok(get_len(buf, compact, LenOf::Bytes)?.map(|len| buf.split_to(len)))
 }
 
 #[inline]
@@ -358,7 +373,7 @@ pub fn get_bytes(
 /// more than a small fixed capacity from it.
 #[inline]
 pub fn get_array_len(buf: &mut Bytes, compact: bool) -> Result<Option<usize>, DecodeError> {
-    get_len(buf, compact, "array")
+    get_len(buf, compact, LenOf::Array)
 }
 
 /// The capacity to reserve for an array of `count` decoded elements: never trust the wire
