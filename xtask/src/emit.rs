@@ -62,14 +62,6 @@ pub fn cond(r: Range, ctx: Range) -> String {
     }
 }
 
-struct Ctx<'a> {
-    /// Versions the current struct is used at.
-    range: Range,
-    /// Versions where the message is flexible.
-    flexible: Range,
-    struct_name: &'a str,
-}
-
 impl Field {
     /// Rust type is `Option<_>` when null is representable in some version or is the default.
     fn is_option(&self) -> bool {
@@ -314,9 +306,9 @@ fn doc(out: &mut String, text: &str) {
     }
 }
 
-fn compact_expr(f: &Field, ctx: &Ctx) -> String {
+fn compact_expr(f: &Field, range: Range) -> String {
     match f.flexible {
-        Some(r) => cond(r, ctx.range),
+        Some(r) => cond(r, range),
         None => "flexible".into(),
     }
 }
@@ -330,18 +322,10 @@ fn emit_struct(
     spec: &Spec,
     top: bool,
 ) -> Result<(), String> {
-    let ctx = Ctx {
-        range,
-        flexible: spec.flexible,
-        struct_name: name,
-    };
     let has_flex = !spec.flexible.intersect(&range).is_empty();
     let flex_cond = cond(spec.flexible, range);
     for f in fields {
-        if f.tag.is_some()
-            && !f.tagged.intersect(&range).is_empty()
-            && !f.tagged.intersect(&range).is_empty()
-        {
+        if f.tag.is_some() && !f.tagged.intersect(&range).is_empty() {
             let t = f.tagged.intersect(&range);
             if !spec.flexible.intersect(&t).eq(&t) {
                 return Err(format!(
@@ -470,8 +454,8 @@ fn emit_struct(
         if present == "false" {
             continue;
         }
-        let c = compact_expr(f, &ctx);
-        let body = encode_field(f, &id, &c, &fname, &ctx)?;
+        let c = compact_expr(f, range);
+        let body = encode_field(f, &id, &c, &fname, range)?;
         if present == "true" {
             let _ = writeln!(out, "{body}");
         } else {
@@ -493,7 +477,7 @@ fn emit_struct(
                 let id = field_ident(&f.name);
                 let fname = format!("{}.{}", name, f.name);
                 let present = cond(f.present(), range);
-                let body = encode_field(f, &id, "true", &fname, &ctx)?;
+                let body = encode_field(f, &id, "true", &fname, range)?;
                 let (def, tag) = (default_expr(f)?, f.tag.unwrap_or_default());
                 let wanted = format!("self.{id} != {def} || self.tagged_defaults.contains({tag})");
                 let test = if present == "true" {
@@ -552,8 +536,8 @@ fn emit_struct(
         }
         let id = field_ident(&f.name);
         let fname = format!("{}.{}", name, f.name);
-        let c = compact_expr(f, &ctx);
-        let expr = decode_field(f, &c, &fname, &ctx)?;
+        let c = compact_expr(f, range);
+        let expr = decode_field(f, &c, &fname, range)?;
         if present == "true" {
             let _ = writeln!(out, "this.{id} = {expr};");
         } else {
@@ -578,7 +562,7 @@ fn emit_struct(
                 let id = field_ident(&f.name);
                 let fname = format!("{}.{}", name, f.name);
                 let present = cond(f.present(), range);
-                let expr = decode_field(f, "true", &fname, &ctx)?;
+                let expr = decode_field(f, "true", &fname, range)?;
                 let guard = if present == "true" {
                     String::new()
                 } else {
@@ -649,8 +633,6 @@ fn emit_struct(
         );
     }
     out.push_str("Ok(this)\n} }\n\n");
-    let _ = ctx.flexible;
-    let _ = ctx.struct_name;
     Ok(())
 }
 
@@ -666,12 +648,12 @@ fn range_text(r: Range) -> String {
     }
 }
 
-fn encode_field(f: &Field, id: &str, c: &str, fname: &str, ctx: &Ctx) -> Result<String, String> {
+fn encode_field(f: &Field, id: &str, c: &str, fname: &str, range: Range) -> Result<String, String> {
     let place = format!("self.{id}");
     if !f.is_option() {
         return Ok(encode_value(&f.ty, &place, c, fname));
     }
-    let nullable = cond(f.nullable, f.present().intersect(&ctx.range));
+    let nullable = cond(f.nullable, f.present().intersect(&range));
     let nonnull = || {
         let inner_place = "v";
         let v_expr = match f.ty {
@@ -703,12 +685,12 @@ fn encode_field(f: &Field, id: &str, c: &str, fname: &str, ctx: &Ctx) -> Result<
     })
 }
 
-fn decode_field(f: &Field, c: &str, fname: &str, ctx: &Ctx) -> Result<String, String> {
+fn decode_field(f: &Field, c: &str, fname: &str, range: Range) -> Result<String, String> {
     let nonnull = format!("{}?", decode_value(&f.ty, c, fname));
     if !f.is_option() {
         return Ok(nonnull);
     }
-    let nullable = cond(f.nullable, f.present().intersect(&ctx.range));
+    let nullable = cond(f.nullable, f.present().intersect(&range));
     Ok(match nullable.as_str() {
         "true" => decode_nullable(&f.ty, c, fname)?,
         "false" => format!("Some({nonnull})"),
