@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kafka_proto::{DecodeError, EncodeError, VersionError};
+use kafka_proto::{DecodeError, EncodeError, ErrorCode, VersionError};
 use thiserror::Error;
 
 /// Why one request on one connection failed.
@@ -53,4 +53,122 @@ pub enum ConnectionFailure {
     UnknownCorrelationId(i32),
     #[error("the connection was dropped")]
     Dropped,
+}
+
+/// What a client operation (metadata, admin, produce, fetch) can fail with. The broker variant
+/// carries the Kafka error code, the broker's message and where it applied, so a caller can
+/// act on the code and a person can read the rest.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The broker answered with an error code.
+    #[error("{}{}{}", code.name(), .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), .context.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default())]
+    Broker {
+        code: ErrorCode,
+        message: Option<String>,
+        /// Topic, partition or resource the error applies to, e.g. `orders-3`.
+        context: Option<String>,
+    },
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    /// None of the bootstrap brokers could be reached.
+    #[error("no broker reachable (tried {tried}): {last}")]
+    NoBrokerReachable { tried: String, last: RequestError },
+    /// Metadata names a broker the client does not know.
+    #[error("broker {0} is not in the cluster metadata")]
+    UnknownBroker(i32),
+    /// A partition currently has no leader.
+    #[error("no leader for {topic}-{partition}")]
+    NoLeader { topic: String, partition: i32 },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An operation did not finish within its time budget.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The client, producer or consumer was closed.
+    #[error("closed")]
+    Closed,
+    /// The broker's answer made no sense (a partition we did not ask about, a missing entry).
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+    /// Fetched records failed to decode (CRC mismatch, bad length, corrupt compression). The
+    /// consumer stops that partition at `offset` rather than skip data silently; seeking past
+    /// the batch resumes it.
+    #[error("corrupt records in {topic}-{partition} at offset {offset}: {source}")]
+    CorruptRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: kafka_proto::records::RecordsError,
+    },
+    /// A record batch is larger than any response this client accepts (the connection's
+    /// `max_frame_size`), so the partition cannot advance past it.
+    #[error(
+        "batch of {size} bytes in {topic}-{partition} at offset {offset} exceeds the {limit}-byte limit"
+    )]
+    RecordTooLarge {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        size: usize,
+        limit: usize,
+    },
+    /// The broker does not offer what the operation needs (an API, or an API version that
+    /// carries a field).
+    #[error("not supported by the broker: {0}")]
+    Unsupported(String),
+    /// The caller passed an argument the operation cannot accept (a negative offset, a
+    /// partition that is not assigned).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// A broker error with an optional message and context.
+    pub fn broker(code: ErrorCode, message: Option<String>, context: impl Into<String>) -> Self {
+        Error::Broker {
+            code,
+            message,
+            context: Some(context.into()),
+        }
+    }
+
+    /// Whether trying again (after a metadata refresh or a backoff) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Request(r) => r.is_retriable(),
+            Error::Broker { code, .. } => code.is_retriable(),
+            Error::NoBrokerReachable { .. }
+            | Error::NoLeader { .. }
+            | Error::UnknownBroker(_)
+            | Error::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The Kafka error code, when the broker sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl RequestError {
+    /// Connection-level failures are worth a retry on a new connection; codec and version
+    /// errors are not.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            RequestError::ConnectionClosed { .. }
+                | RequestError::Timeout(_)
+                | RequestError::Connect { .. }
+        )
+    }
 }

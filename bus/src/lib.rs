@@ -1,12 +1,19 @@
 //! The async Kafka client on tokio, and (in later layers) the event bus built on it.
 //!
 //! Layers, each calling only the one below (see `DESIGN.md`): `connection` moves frames over
-//! one socket and matches responses to requests; everything protocol-shaped comes from the
-//! sans-IO `kafka-proto` crate.
+//! one socket around a sans-IO protocol state; `client` keeps cluster metadata and routes
+//! requests to brokers; `admin`, `producer` and `consumer` build on the client. Everything
+//! protocol-shaped comes from the sans-IO `kafka-proto` crate.
 
 pub mod admin;
+pub mod backoff;
+pub mod client;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod offsets;
+mod routing;
 
+pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig};
-pub use error::RequestError;
+pub use error::{Error, RequestError};

@@ -246,3 +246,66 @@ async fn a_response_for_an_unknown_correlation_id_poisons_the_connection() {
         Err(RequestError::ConnectionClosed { .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_connection_holds_the_next_request_until_the_throttle_ends() {
+    let (conn, mut peer) = connected(ConnectionConfig::default()).await;
+    let first = tokio::spawn({
+        let c = conn.clone();
+        async move { c.send(&MetadataRequest::default()).await }
+    });
+    let (h, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
+    let mut throttled = metadata_with_cluster("t");
+    throttled.throttle_time_ms = 2_000;
+    peer.reply(h.correlation_id, 12, &throttled).await;
+    first.await.unwrap().unwrap();
+
+    let answered_at = tokio::time::Instant::now();
+    let _second = tokio::spawn({
+        let c = conn.clone();
+        async move { c.send(&MetadataRequest::default()).await }
+    });
+    // KIP-219: the broker answered at once; we must stay quiet for 2 s of (virtual) time.
+    peer.next_request().await.unwrap();
+    let waited = answered_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2_000) && waited < Duration::from_millis(2_100),
+        "the request was written after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_socket() {
+    let (conn, mut peer) = connected(ConnectionConfig::default()).await;
+    drop(conn);
+    // The peer sees end of stream instead of a connection that lingers forever.
+    assert!(peer.next_request().await.is_none());
+}
+
+#[tokio::test]
+async fn a_cancelled_request_leaves_the_stream_in_step() {
+    let (conn, mut peer) = connected(ConnectionConfig::default()).await;
+    let cancelled = tokio::spawn({
+        let c = conn.clone();
+        async move { c.send(&MetadataRequest::default()).await }
+    });
+    let (h1, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
+    cancelled.abort();
+    let _ = cancelled.await;
+    assert_eq!(conn.in_flight(), 0, "the dropped future forgot its request");
+    let next = tokio::spawn({
+        let c = conn.clone();
+        async move { c.send(&MetadataRequest::default()).await }
+    });
+    let (h2, _) = decode_request::<MetadataRequest>(peer.next_request().await.unwrap()).unwrap();
+    // The answer to the cancelled request arrives first and must not be taken for the next.
+    peer.reply(h1.correlation_id, 12, &metadata_with_cluster("stale"))
+        .await;
+    peer.reply(h2.correlation_id, 12, &metadata_with_cluster("fresh"))
+        .await;
+    assert_eq!(
+        next.await.unwrap().unwrap().cluster_id.as_deref(),
+        Some("fresh")
+    );
+    assert!(!conn.is_closed());
+}

@@ -61,6 +61,12 @@ pub trait Request: Message {
 pub trait Response: Message {
     const API_KEY: ApiKey;
     type Request: Request<Response = Self>;
+
+    /// How long the broker asks the client to hold off this connection (KIP-219), in
+    /// milliseconds; 0 for responses that carry no such field.
+    fn throttle_time_ms(&self) -> i32 {
+        0
+    }
 }
 
 /// One row of the API table: what the spec says about an API key.

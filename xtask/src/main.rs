@@ -273,9 +273,16 @@ fn emit_mod(specs: &[Spec], header: &str) -> Result<String, String> {
             api_name(req),
             resp.name
         );
+        // KIP-219: clients must hold off a throttled connection, so the client needs the
+        // field generically; responses without it keep the trait's default of 0.
+        let throttle = if resp.fields.iter().any(|f| f.name == "ThrottleTimeMs") {
+            " fn throttle_time_ms(&self) -> i32 { self.throttle_time_ms }"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "impl Response for {pm}::{} {{ const API_KEY: ApiKey = ApiKey::{}; type Request = {rm}::{}; }}",
+            "impl Response for {pm}::{} {{ const API_KEY: ApiKey = ApiKey::{}; type Request = {rm}::{};{throttle} }}",
             resp.name,
             api_name(req),
             req.name

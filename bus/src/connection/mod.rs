@@ -1,60 +1,94 @@
-//! One connection to one broker. A writer task owns the socket's write half and a reader task
-//! owns the read half; callers only enqueue whole frames and await their own response, so a
-//! cancelled caller can never leave half a request on the wire (cancel safety), and requests
-//! pipeline freely.
+//! One connection to one broker. The protocol state (correlation ids, the in-flight set,
+//! deadlines, throttling, frame splitting) lives in the sans-IO [`ConnectionState`]; this module
+//! only moves bytes between it and the socket and wakes the callers waiting on it:
+//! - a writer task writes the frames the state releases (none while the broker throttles us);
+//! - a reader task reads straight into the state's receive buffer and delivers each reply;
+//! - a timer task expires requests at the deadlines the state reports.
 //!
-//! Invariants:
-//! - Correlation ids are assigned and registered under one lock, in the order frames are
-//!   enqueued, so the reader can match every response.
-//! - Once the connection fails, it stays failed: every in-flight and later request gets the
-//!   same shared cause.
+//! Callers enqueue whole frames under one lock and await their own reply, so a cancelled caller
+//! never leaves half a request on the wire (cancel safety), and requests pipeline freely.
+//! Once the connection fails it stays failed: every in-flight and later request gets the same
+//! shared cause, and the client opens a new connection.
 
 mod config;
+pub mod state;
 
 pub use config::ConnectionConfig;
+pub use state::{ConnectionState, Event};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use kafka_proto::envelope::{decode_response, encode_request, peek_correlation_id};
+use kafka_proto::envelope::{decode_response, encode_request};
 use kafka_proto::messages::ApiVersionsRequest;
 use kafka_proto::version::BrokerVersions;
-use kafka_proto::{ApiKey, ErrorCode, FrameSplitter, Request};
+use kafka_proto::{ApiKey, ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{ConnectionFailure, RequestError};
 
-type Reply = Result<Bytes, Arc<ConnectionFailure>>;
+/// How a request ended, as the tasks tell the waiting caller.
+enum Outcome {
+    Frame(Bytes),
+    TimedOut,
+    Failed(Arc<ConnectionFailure>),
+}
 
 /// Bytes of room made in the receive buffer before each socket read.
 const READ_SIZE: usize = 64 * 1024;
 
-/// Locks the shared state. A panic elsewhere while holding the lock leaves the state usable
-/// (every update to it is a single assignment or map operation), so poisoning is ignored.
+/// The tokio clock (virtual under a paused test runtime) as the std instant the state speaks.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Locks the shared state. Every update under the lock leaves the state consistent before any
+/// call that could panic, so a poisoned lock is still usable.
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Size prefix (4), api key (2), api version (2), then the correlation id.
-const CORRELATION_ID_OFFSET: usize = 8;
-
 struct Shared {
-    next_correlation_id: i32,
-    in_flight: HashMap<i32, oneshot::Sender<Reply>>,
-    failed: Option<Arc<ConnectionFailure>>,
+    state: ConnectionState,
+    waiters: HashMap<i32, oneshot::Sender<Outcome>>,
 }
 
 impl Shared {
-    fn fail(&mut self, cause: ConnectionFailure) -> Arc<ConnectionFailure> {
-        let cause = self.failed.get_or_insert_with(|| Arc::new(cause)).clone();
-        for (_, tx) in self.in_flight.drain() {
-            let _ = tx.send(Err(cause.clone()));
+    /// Hands every outcome the state produced to its waiter.
+    fn dispatch(&mut self) {
+        while let Some(event) = self.state.poll_event() {
+            let (id, outcome) = match event {
+                Event::Response {
+                    correlation_id,
+                    frame,
+                } => (correlation_id, Outcome::Frame(frame)),
+                Event::TimedOut { correlation_id } => (correlation_id, Outcome::TimedOut),
+                Event::Failed {
+                    correlation_id,
+                    cause,
+                } => (correlation_id, Outcome::Failed(cause)),
+            };
+            if let Some(tx) = self.waiters.remove(&id) {
+                let _ = tx.send(outcome);
+            }
         }
+    }
+
+    fn fail(&mut self, cause: ConnectionFailure) -> Arc<ConnectionFailure> {
+        let cause = self.state.fail(cause);
+        self.dispatch();
         cause
     }
+}
+
+/// Wakes the connection's tasks.
+struct Wakers {
+    writer: Notify,
+    timer: Notify,
 }
 
 /// A connection to one broker, cheap to clone and share between tasks.
@@ -63,8 +97,25 @@ pub struct Connection {
     addr: Arc<str>,
     config: Arc<ConnectionConfig>,
     shared: Arc<Mutex<Shared>>,
-    outbound: mpsc::Sender<Bytes>,
+    wakers: Arc<Wakers>,
+    permits: Arc<Semaphore>,
     versions: Arc<BrokerVersions>,
+    _closer: Arc<CloseOnDrop>,
+}
+
+/// Closes the socket when the last handle to the connection goes away; the tasks hold the
+/// shared state too, so without this an unused connection would stay open forever.
+struct CloseOnDrop {
+    shared: Arc<Mutex<Shared>>,
+    wakers: Arc<Wakers>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        lock(&self.shared).fail(ConnectionFailure::Dropped);
+        self.wakers.writer.notify_one();
+        self.wakers.timer.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -110,18 +161,26 @@ impl Connection {
     {
         let (read, write) = tokio::io::split(stream);
         let shared = Arc::new(Mutex::new(Shared {
-            next_correlation_id: 0,
-            in_flight: HashMap::new(),
-            failed: None,
+            state: ConnectionState::new(config.max_frame_size),
+            waiters: HashMap::new(),
         }));
-        let (tx, rx) = mpsc::channel(config.max_in_flight_frames);
-        tokio::spawn(write_loop(write, rx, shared.clone()));
-        tokio::spawn(read_loop(read, shared.clone(), config.max_frame_size));
+        let wakers = Arc::new(Wakers {
+            writer: Notify::new(),
+            timer: Notify::new(),
+        });
+        tokio::spawn(write_loop(write, shared.clone(), wakers.clone()));
+        tokio::spawn(read_loop(read, shared.clone(), wakers.clone()));
+        tokio::spawn(timer_loop(Arc::downgrade(&shared), wakers.clone()));
         Connection {
             addr: addr.into(),
+            _closer: Arc::new(CloseOnDrop {
+                shared: shared.clone(),
+                wakers: wakers.clone(),
+            }),
+            permits: Arc::new(Semaphore::new(config.max_in_flight_frames)),
             config: Arc::new(config),
             shared,
-            outbound: tx,
+            wakers,
             versions: Arc::new(BrokerVersions::default()),
         }
     }
@@ -187,9 +246,66 @@ impl Connection {
         req: &R,
         version: i16,
     ) -> Result<R::Response, RequestError> {
+        let frame = self.encode(req, version)?;
+        let _permit = self.permit().await?;
         let (tx, rx) = oneshot::channel();
-        // Encode outside the lock (a Produce request can be megabytes), then take an id and
-        // patch it in: it sits at a fixed offset in every request header version.
+        let correlation_id = {
+            let mut shared = lock(&self.shared);
+            let id = shared
+                .state
+                .start_request(now(), frame, self.config.request_timeout)
+                .map_err(|cause| self.closed(cause))?;
+            shared.waiters.insert(id, tx);
+            id
+        };
+        self.wakers.writer.notify_one();
+        self.wakers.timer.notify_one();
+        let guard = InFlightGuard {
+            shared: &self.shared,
+            correlation_id,
+        };
+        let outcome = rx.await;
+        std::mem::forget(guard);
+        let frame = match outcome {
+            Ok(Outcome::Frame(frame)) => frame,
+            Ok(Outcome::TimedOut) => return Err(RequestError::Timeout(self.config.request_timeout)),
+            Ok(Outcome::Failed(cause)) => return Err(self.closed(cause)),
+            // The tasks are gone: the runtime is shutting down.
+            Err(_) => return Err(self.closed(Arc::new(ConnectionFailure::Dropped))),
+        };
+        let (_header, body) = decode_response::<R::Response>(frame, version).inspect_err(|e| {
+            // A body we cannot parse means we may be out of step with the peer.
+            lock(&self.shared).fail(ConnectionFailure::Frame(e.clone()));
+        })?;
+        let throttle = body.throttle_time_ms();
+        if throttle > 0 {
+            lock(&self.shared).state.throttle(now(), throttle);
+            self.wakers.timer.notify_one();
+        }
+        Ok(body)
+    }
+
+    /// Sends a request the broker will not answer (Produce with acks=0) and returns once the
+    /// frame is queued for the socket.
+    pub async fn send_oneway<R: Request>(&self, req: &R) -> Result<(), RequestError> {
+        let version = self.version_for::<R>()?;
+        let frame = self.encode(req, version)?;
+        {
+            let mut shared = lock(&self.shared);
+            let id = shared
+                .state
+                .start_request(now(), frame, self.config.request_timeout)
+                .map_err(|cause| self.closed(cause))?;
+            // No reply will come, so nothing waits for one.
+            shared.state.cancel(id);
+        }
+        self.wakers.writer.notify_one();
+        Ok(())
+    }
+
+    fn encode<R: Request>(&self, req: &R, version: i16) -> Result<BytesMut, RequestError> {
+        // Encoded outside the lock (a Produce request can be megabytes); the state patches the
+        // correlation id in at a fixed offset.
         let mut frame = BytesMut::new();
         encode_request(
             &mut frame,
@@ -198,38 +314,17 @@ impl Connection {
             self.config.client_id.as_deref(),
             req,
         )?;
-        let correlation_id;
-        {
-            let mut shared = lock(&self.shared);
-            if let Some(cause) = &shared.failed {
-                return Err(self.closed(cause.clone()));
-            }
-            correlation_id = shared.next_correlation_id;
-            shared.next_correlation_id = shared.next_correlation_id.wrapping_add(1);
-            shared.in_flight.insert(correlation_id, tx);
-        }
-        frame[CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4]
-            .copy_from_slice(&correlation_id.to_be_bytes());
-        let guard = InFlightGuard {
-            shared: &self.shared,
-            correlation_id,
-        };
-        if self.outbound.send(frame.freeze()).await.is_err() {
-            let cause = lock(&self.shared).fail(ConnectionFailure::Dropped);
-            return Err(self.closed(cause));
-        }
-        let reply = match tokio::time::timeout(self.config.request_timeout, rx).await {
-            Err(_) => return Err(RequestError::Timeout(self.config.request_timeout)),
-            Ok(Err(_)) => Err(Arc::new(ConnectionFailure::Dropped)),
-            Ok(Ok(reply)) => reply,
-        };
-        std::mem::forget(guard);
-        let frame = reply.map_err(|cause| self.closed(cause))?;
-        let (_header, body) = decode_response::<R::Response>(frame, version).inspect_err(|e| {
-            // A body we cannot parse means we may be out of step with the peer.
-            lock(&self.shared).fail(ConnectionFailure::Frame(e.clone()));
-        })?;
-        Ok(body)
+        Ok(frame)
+    }
+
+    /// Bounds the requests outstanding on this connection, so a stalled broker makes callers
+    /// wait instead of queueing without limit.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.closed(Arc::new(ConnectionFailure::Dropped)))
     }
 
     fn closed(&self, cause: Arc<ConnectionFailure>) -> RequestError {
@@ -239,19 +334,32 @@ impl Connection {
         }
     }
 
+    /// Whether `other` is a handle to this same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// True once the connection has failed; a client should open a new one.
     pub fn is_closed(&self) -> bool {
-        lock(&self.shared).failed.is_some()
+        lock(&self.shared).state.failure().is_some()
     }
 
     /// Requests registered and not yet answered.
     pub fn in_flight(&self) -> usize {
-        lock(&self.shared).in_flight.len()
+        lock(&self.shared).state.in_flight()
+    }
+
+    /// Fails the connection on purpose (a client closing it, or giving up on it); every
+    /// request in flight fails with [`ConnectionFailure::Dropped`].
+    pub fn close(&self) {
+        lock(&self.shared).fail(ConnectionFailure::Dropped);
+        self.wakers.writer.notify_one();
+        self.wakers.timer.notify_one();
     }
 }
 
-/// Forgets a request whose caller gave up (timeout or cancellation) so a late response is
-/// dropped instead of leaking its slot.
+/// Forgets a request whose caller gave up (cancellation) so a late response is dropped
+/// instead of leaking its slot.
 struct InFlightGuard<'a> {
     shared: &'a Mutex<Shared>,
     correlation_id: i32,
@@ -259,79 +367,117 @@ struct InFlightGuard<'a> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        lock(self.shared).in_flight.remove(&self.correlation_id);
+        let mut shared = lock(self.shared);
+        shared.state.cancel(self.correlation_id);
+        shared.waiters.remove(&self.correlation_id);
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    write: W,
-    mut rx: mpsc::Receiver<Bytes>,
-    shared: Arc<Mutex<Shared>>,
-) {
+async fn write_loop<W: AsyncWrite>(write: W, shared: Arc<Mutex<Shared>>, wakers: Arc<Wakers>) {
     tokio::pin!(write);
-    while let Some(frame) = rx.recv().await {
-        if let Err(e) = write.write_all(&frame).await {
-            lock(&shared).fail(ConnectionFailure::Io(e));
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let failed = {
+            let mut s = lock(&shared);
+            let t = now();
+            while let Some(frame) = s.state.poll_transmit(t) {
+                batch.push(frame);
+            }
+            s.state.failure().is_some()
+        };
+        if failed {
+            let _ = write.shutdown().await;
             return;
         }
-        // Flush only when no further frame is queued, so pipelined requests share a syscall.
-        if rx.is_empty()
-            && let Err(e) = write.flush().await
-        {
+        if batch.is_empty() {
+            // Woken by a new request, the end of a throttle (via the timer) or a failure.
+            wakers.writer.notified().await;
+            continue;
+        }
+        for frame in batch.drain(..) {
+            if let Err(e) = write.write_all(&frame).await {
+                lock(&shared).fail(ConnectionFailure::Io(e));
+                wakers.timer.notify_one();
+                return;
+            }
+        }
+        // One flush per batch, so pipelined requests share a syscall.
+        if let Err(e) = write.flush().await {
             lock(&shared).fail(ConnectionFailure::Io(e));
+            wakers.timer.notify_one();
             return;
         }
     }
-    let _ = write.shutdown().await;
 }
 
-async fn read_loop<R: AsyncRead>(read: R, shared: Arc<Mutex<Shared>>, max_frame_size: usize) {
+async fn read_loop<R: AsyncRead>(read: R, shared: Arc<Mutex<Shared>>, wakers: Arc<Wakers>) {
     tokio::pin!(read);
-    let mut splitter = FrameSplitter::with_max_frame_size(max_frame_size);
     loop {
-        loop {
-            match splitter.next_frame() {
-                Ok(Some(frame)) => {
-                    let mut s = lock(&shared);
-                    let Some(id) = peek_correlation_id(&frame) else {
-                        s.fail(ConnectionFailure::Frame(
-                            kafka_proto::DecodeError::UnexpectedEof {
-                                needed: 4,
-                                remaining: frame.len(),
-                            },
-                        ));
-                        return;
-                    };
-                    match s.in_flight.remove(&id) {
-                        Some(tx) => {
-                            let _ = tx.send(Ok(frame));
-                        }
-                        // Timed-out requests were forgotten; anything else is a protocol breach.
-                        None if id < s.next_correlation_id && id >= 0 => {}
-                        None => {
-                            s.fail(ConnectionFailure::UnknownCorrelationId(id));
-                            return;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    lock(&shared).fail(ConnectionFailure::Frame(e));
-                    return;
-                }
+        // Borrow the receive buffer for the read so the lock is not held across it; only this
+        // task ever appends to it.
+        let mut buf = {
+            let mut s = lock(&shared);
+            if s.state.failure().is_some() {
+                return;
+            }
+            std::mem::take(s.state.recv_buffer(READ_SIZE))
+        };
+        if buf.capacity() - buf.len() < READ_SIZE {
+            buf.reserve(READ_SIZE);
+        }
+        let result = read.read_buf(&mut buf).await;
+        let mut s = lock(&shared);
+        *s.state.recv_buffer(0) = buf;
+        match result {
+            Ok(0) => {
+                s.fail(ConnectionFailure::Eof);
+            }
+            Ok(_) => {
+                s.state.handle_received(now());
+                s.dispatch();
+            }
+            Err(e) => {
+                s.fail(ConnectionFailure::Io(e));
             }
         }
-        // Straight into the splitter's buffer: one copy from the socket, none after it.
-        match read.read_buf(splitter.recv_buffer(READ_SIZE)).await {
-            Ok(0) => {
-                lock(&shared).fail(ConnectionFailure::Eof);
+        if s.state.failure().is_some() {
+            drop(s);
+            wakers.writer.notify_one();
+            wakers.timer.notify_one();
+            return;
+        }
+    }
+}
+
+/// Expires requests at their deadlines and releases the writer when a throttle ends. Holds
+/// only a weak reference so a dropped connection's timer ends with it.
+async fn timer_loop(shared: std::sync::Weak<Mutex<Shared>>, wakers: Arc<Wakers>) {
+    loop {
+        let next = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut s = lock(&shared);
+            if s.state.failure().is_some() {
                 return;
             }
-            Ok(_) => {}
-            Err(e) => {
-                lock(&shared).fail(ConnectionFailure::Io(e));
-                return;
+            let t = now();
+            s.state.handle_timeout(t);
+            s.dispatch();
+            if !s.state.is_throttled(t) && s.state.queued() > 0 {
+                wakers.writer.notify_one();
             }
+            s.state.poll_timeout()
+        };
+        match next {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = wakers.timer.notified() => {}
+                }
+            }
+            None => wakers.timer.notified().await,
         }
     }
 }

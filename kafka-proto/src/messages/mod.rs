@@ -1652,6 +1652,9 @@ impl Request for produce_request::ProduceRequest {
 impl Response for produce_response::ProduceResponse {
     const API_KEY: ApiKey = ApiKey::Produce;
     type Request = produce_request::ProduceRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for fetch_request::FetchRequest {
     const API_KEY: ApiKey = ApiKey::Fetch;
@@ -1660,6 +1663,9 @@ impl Request for fetch_request::FetchRequest {
 impl Response for fetch_response::FetchResponse {
     const API_KEY: ApiKey = ApiKey::Fetch;
     type Request = fetch_request::FetchRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for list_offsets_request::ListOffsetsRequest {
     const API_KEY: ApiKey = ApiKey::ListOffsets;
@@ -1668,6 +1674,9 @@ impl Request for list_offsets_request::ListOffsetsRequest {
 impl Response for list_offsets_response::ListOffsetsResponse {
     const API_KEY: ApiKey = ApiKey::ListOffsets;
     type Request = list_offsets_request::ListOffsetsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for metadata_request::MetadataRequest {
     const API_KEY: ApiKey = ApiKey::Metadata;
@@ -1676,6 +1685,9 @@ impl Request for metadata_request::MetadataRequest {
 impl Response for metadata_response::MetadataResponse {
     const API_KEY: ApiKey = ApiKey::Metadata;
     type Request = metadata_request::MetadataRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for leader_and_isr_request::LeaderAndIsrRequest {
     const API_KEY: ApiKey = ApiKey::LeaderAndIsr;
@@ -1716,6 +1728,9 @@ impl Request for offset_commit_request::OffsetCommitRequest {
 impl Response for offset_commit_response::OffsetCommitResponse {
     const API_KEY: ApiKey = ApiKey::OffsetCommit;
     type Request = offset_commit_request::OffsetCommitRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for offset_fetch_request::OffsetFetchRequest {
     const API_KEY: ApiKey = ApiKey::OffsetFetch;
@@ -1724,6 +1739,9 @@ impl Request for offset_fetch_request::OffsetFetchRequest {
 impl Response for offset_fetch_response::OffsetFetchResponse {
     const API_KEY: ApiKey = ApiKey::OffsetFetch;
     type Request = offset_fetch_request::OffsetFetchRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for find_coordinator_request::FindCoordinatorRequest {
     const API_KEY: ApiKey = ApiKey::FindCoordinator;
@@ -1732,6 +1750,9 @@ impl Request for find_coordinator_request::FindCoordinatorRequest {
 impl Response for find_coordinator_response::FindCoordinatorResponse {
     const API_KEY: ApiKey = ApiKey::FindCoordinator;
     type Request = find_coordinator_request::FindCoordinatorRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for join_group_request::JoinGroupRequest {
     const API_KEY: ApiKey = ApiKey::JoinGroup;
@@ -1740,6 +1761,9 @@ impl Request for join_group_request::JoinGroupRequest {
 impl Response for join_group_response::JoinGroupResponse {
     const API_KEY: ApiKey = ApiKey::JoinGroup;
     type Request = join_group_request::JoinGroupRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for heartbeat_request::HeartbeatRequest {
     const API_KEY: ApiKey = ApiKey::Heartbeat;
@@ -1748,6 +1772,9 @@ impl Request for heartbeat_request::HeartbeatRequest {
 impl Response for heartbeat_response::HeartbeatResponse {
     const API_KEY: ApiKey = ApiKey::Heartbeat;
     type Request = heartbeat_request::HeartbeatRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for leave_group_request::LeaveGroupRequest {
     const API_KEY: ApiKey = ApiKey::LeaveGroup;
@@ -1756,6 +1783,9 @@ impl Request for leave_group_request::LeaveGroupRequest {
 impl Response for leave_group_response::LeaveGroupResponse {
     const API_KEY: ApiKey = ApiKey::LeaveGroup;
     type Request = leave_group_request::LeaveGroupRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for sync_group_request::SyncGroupRequest {
     const API_KEY: ApiKey = ApiKey::SyncGroup;
@@ -1764,6 +1794,9 @@ impl Request for sync_group_request::SyncGroupRequest {
 impl Response for sync_group_response::SyncGroupResponse {
     const API_KEY: ApiKey = ApiKey::SyncGroup;
     type Request = sync_group_request::SyncGroupRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_groups_request::DescribeGroupsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeGroups;
@@ -1772,6 +1805,9 @@ impl Request for describe_groups_request::DescribeGroupsRequest {
 impl Response for describe_groups_response::DescribeGroupsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeGroups;
     type Request = describe_groups_request::DescribeGroupsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for list_groups_request::ListGroupsRequest {
     const API_KEY: ApiKey = ApiKey::ListGroups;
@@ -1780,6 +1816,9 @@ impl Request for list_groups_request::ListGroupsRequest {
 impl Response for list_groups_response::ListGroupsResponse {
     const API_KEY: ApiKey = ApiKey::ListGroups;
     type Request = list_groups_request::ListGroupsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for sasl_handshake_request::SaslHandshakeRequest {
     const API_KEY: ApiKey = ApiKey::SaslHandshake;
@@ -1796,6 +1835,9 @@ impl Request for api_versions_request::ApiVersionsRequest {
 impl Response for api_versions_response::ApiVersionsResponse {
     const API_KEY: ApiKey = ApiKey::ApiVersions;
     type Request = api_versions_request::ApiVersionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for create_topics_request::CreateTopicsRequest {
     const API_KEY: ApiKey = ApiKey::CreateTopics;
@@ -1804,6 +1846,9 @@ impl Request for create_topics_request::CreateTopicsRequest {
 impl Response for create_topics_response::CreateTopicsResponse {
     const API_KEY: ApiKey = ApiKey::CreateTopics;
     type Request = create_topics_request::CreateTopicsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for delete_topics_request::DeleteTopicsRequest {
     const API_KEY: ApiKey = ApiKey::DeleteTopics;
@@ -1812,6 +1857,9 @@ impl Request for delete_topics_request::DeleteTopicsRequest {
 impl Response for delete_topics_response::DeleteTopicsResponse {
     const API_KEY: ApiKey = ApiKey::DeleteTopics;
     type Request = delete_topics_request::DeleteTopicsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for delete_records_request::DeleteRecordsRequest {
     const API_KEY: ApiKey = ApiKey::DeleteRecords;
@@ -1820,6 +1868,9 @@ impl Request for delete_records_request::DeleteRecordsRequest {
 impl Response for delete_records_response::DeleteRecordsResponse {
     const API_KEY: ApiKey = ApiKey::DeleteRecords;
     type Request = delete_records_request::DeleteRecordsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for init_producer_id_request::InitProducerIdRequest {
     const API_KEY: ApiKey = ApiKey::InitProducerId;
@@ -1828,6 +1879,9 @@ impl Request for init_producer_id_request::InitProducerIdRequest {
 impl Response for init_producer_id_response::InitProducerIdResponse {
     const API_KEY: ApiKey = ApiKey::InitProducerId;
     type Request = init_producer_id_request::InitProducerIdRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for offset_for_leader_epoch_request::OffsetForLeaderEpochRequest {
     const API_KEY: ApiKey = ApiKey::OffsetForLeaderEpoch;
@@ -1836,6 +1890,9 @@ impl Request for offset_for_leader_epoch_request::OffsetForLeaderEpochRequest {
 impl Response for offset_for_leader_epoch_response::OffsetForLeaderEpochResponse {
     const API_KEY: ApiKey = ApiKey::OffsetForLeaderEpoch;
     type Request = offset_for_leader_epoch_request::OffsetForLeaderEpochRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for add_partitions_to_txn_request::AddPartitionsToTxnRequest {
     const API_KEY: ApiKey = ApiKey::AddPartitionsToTxn;
@@ -1844,6 +1901,9 @@ impl Request for add_partitions_to_txn_request::AddPartitionsToTxnRequest {
 impl Response for add_partitions_to_txn_response::AddPartitionsToTxnResponse {
     const API_KEY: ApiKey = ApiKey::AddPartitionsToTxn;
     type Request = add_partitions_to_txn_request::AddPartitionsToTxnRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for add_offsets_to_txn_request::AddOffsetsToTxnRequest {
     const API_KEY: ApiKey = ApiKey::AddOffsetsToTxn;
@@ -1852,6 +1912,9 @@ impl Request for add_offsets_to_txn_request::AddOffsetsToTxnRequest {
 impl Response for add_offsets_to_txn_response::AddOffsetsToTxnResponse {
     const API_KEY: ApiKey = ApiKey::AddOffsetsToTxn;
     type Request = add_offsets_to_txn_request::AddOffsetsToTxnRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for end_txn_request::EndTxnRequest {
     const API_KEY: ApiKey = ApiKey::EndTxn;
@@ -1860,6 +1923,9 @@ impl Request for end_txn_request::EndTxnRequest {
 impl Response for end_txn_response::EndTxnResponse {
     const API_KEY: ApiKey = ApiKey::EndTxn;
     type Request = end_txn_request::EndTxnRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for write_txn_markers_request::WriteTxnMarkersRequest {
     const API_KEY: ApiKey = ApiKey::WriteTxnMarkers;
@@ -1876,6 +1942,9 @@ impl Request for txn_offset_commit_request::TxnOffsetCommitRequest {
 impl Response for txn_offset_commit_response::TxnOffsetCommitResponse {
     const API_KEY: ApiKey = ApiKey::TxnOffsetCommit;
     type Request = txn_offset_commit_request::TxnOffsetCommitRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_acls_request::DescribeAclsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeAcls;
@@ -1884,6 +1953,9 @@ impl Request for describe_acls_request::DescribeAclsRequest {
 impl Response for describe_acls_response::DescribeAclsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeAcls;
     type Request = describe_acls_request::DescribeAclsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for create_acls_request::CreateAclsRequest {
     const API_KEY: ApiKey = ApiKey::CreateAcls;
@@ -1892,6 +1964,9 @@ impl Request for create_acls_request::CreateAclsRequest {
 impl Response for create_acls_response::CreateAclsResponse {
     const API_KEY: ApiKey = ApiKey::CreateAcls;
     type Request = create_acls_request::CreateAclsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for delete_acls_request::DeleteAclsRequest {
     const API_KEY: ApiKey = ApiKey::DeleteAcls;
@@ -1900,6 +1975,9 @@ impl Request for delete_acls_request::DeleteAclsRequest {
 impl Response for delete_acls_response::DeleteAclsResponse {
     const API_KEY: ApiKey = ApiKey::DeleteAcls;
     type Request = delete_acls_request::DeleteAclsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_configs_request::DescribeConfigsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeConfigs;
@@ -1908,6 +1986,9 @@ impl Request for describe_configs_request::DescribeConfigsRequest {
 impl Response for describe_configs_response::DescribeConfigsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeConfigs;
     type Request = describe_configs_request::DescribeConfigsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for alter_configs_request::AlterConfigsRequest {
     const API_KEY: ApiKey = ApiKey::AlterConfigs;
@@ -1916,6 +1997,9 @@ impl Request for alter_configs_request::AlterConfigsRequest {
 impl Response for alter_configs_response::AlterConfigsResponse {
     const API_KEY: ApiKey = ApiKey::AlterConfigs;
     type Request = alter_configs_request::AlterConfigsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for alter_replica_log_dirs_request::AlterReplicaLogDirsRequest {
     const API_KEY: ApiKey = ApiKey::AlterReplicaLogDirs;
@@ -1924,6 +2008,9 @@ impl Request for alter_replica_log_dirs_request::AlterReplicaLogDirsRequest {
 impl Response for alter_replica_log_dirs_response::AlterReplicaLogDirsResponse {
     const API_KEY: ApiKey = ApiKey::AlterReplicaLogDirs;
     type Request = alter_replica_log_dirs_request::AlterReplicaLogDirsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_log_dirs_request::DescribeLogDirsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeLogDirs;
@@ -1932,6 +2019,9 @@ impl Request for describe_log_dirs_request::DescribeLogDirsRequest {
 impl Response for describe_log_dirs_response::DescribeLogDirsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeLogDirs;
     type Request = describe_log_dirs_request::DescribeLogDirsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for sasl_authenticate_request::SaslAuthenticateRequest {
     const API_KEY: ApiKey = ApiKey::SaslAuthenticate;
@@ -1948,6 +2038,9 @@ impl Request for create_partitions_request::CreatePartitionsRequest {
 impl Response for create_partitions_response::CreatePartitionsResponse {
     const API_KEY: ApiKey = ApiKey::CreatePartitions;
     type Request = create_partitions_request::CreatePartitionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for create_delegation_token_request::CreateDelegationTokenRequest {
     const API_KEY: ApiKey = ApiKey::CreateDelegationToken;
@@ -1956,6 +2049,9 @@ impl Request for create_delegation_token_request::CreateDelegationTokenRequest {
 impl Response for create_delegation_token_response::CreateDelegationTokenResponse {
     const API_KEY: ApiKey = ApiKey::CreateDelegationToken;
     type Request = create_delegation_token_request::CreateDelegationTokenRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for renew_delegation_token_request::RenewDelegationTokenRequest {
     const API_KEY: ApiKey = ApiKey::RenewDelegationToken;
@@ -1964,6 +2060,9 @@ impl Request for renew_delegation_token_request::RenewDelegationTokenRequest {
 impl Response for renew_delegation_token_response::RenewDelegationTokenResponse {
     const API_KEY: ApiKey = ApiKey::RenewDelegationToken;
     type Request = renew_delegation_token_request::RenewDelegationTokenRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for expire_delegation_token_request::ExpireDelegationTokenRequest {
     const API_KEY: ApiKey = ApiKey::ExpireDelegationToken;
@@ -1972,6 +2071,9 @@ impl Request for expire_delegation_token_request::ExpireDelegationTokenRequest {
 impl Response for expire_delegation_token_response::ExpireDelegationTokenResponse {
     const API_KEY: ApiKey = ApiKey::ExpireDelegationToken;
     type Request = expire_delegation_token_request::ExpireDelegationTokenRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_delegation_token_request::DescribeDelegationTokenRequest {
     const API_KEY: ApiKey = ApiKey::DescribeDelegationToken;
@@ -1980,6 +2082,9 @@ impl Request for describe_delegation_token_request::DescribeDelegationTokenReque
 impl Response for describe_delegation_token_response::DescribeDelegationTokenResponse {
     const API_KEY: ApiKey = ApiKey::DescribeDelegationToken;
     type Request = describe_delegation_token_request::DescribeDelegationTokenRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for delete_groups_request::DeleteGroupsRequest {
     const API_KEY: ApiKey = ApiKey::DeleteGroups;
@@ -1988,6 +2093,9 @@ impl Request for delete_groups_request::DeleteGroupsRequest {
 impl Response for delete_groups_response::DeleteGroupsResponse {
     const API_KEY: ApiKey = ApiKey::DeleteGroups;
     type Request = delete_groups_request::DeleteGroupsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for elect_leaders_request::ElectLeadersRequest {
     const API_KEY: ApiKey = ApiKey::ElectLeaders;
@@ -1996,6 +2104,9 @@ impl Request for elect_leaders_request::ElectLeadersRequest {
 impl Response for elect_leaders_response::ElectLeadersResponse {
     const API_KEY: ApiKey = ApiKey::ElectLeaders;
     type Request = elect_leaders_request::ElectLeadersRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for incremental_alter_configs_request::IncrementalAlterConfigsRequest {
     const API_KEY: ApiKey = ApiKey::IncrementalAlterConfigs;
@@ -2004,6 +2115,9 @@ impl Request for incremental_alter_configs_request::IncrementalAlterConfigsReque
 impl Response for incremental_alter_configs_response::IncrementalAlterConfigsResponse {
     const API_KEY: ApiKey = ApiKey::IncrementalAlterConfigs;
     type Request = incremental_alter_configs_request::IncrementalAlterConfigsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for alter_partition_reassignments_request::AlterPartitionReassignmentsRequest {
     const API_KEY: ApiKey = ApiKey::AlterPartitionReassignments;
@@ -2012,6 +2126,9 @@ impl Request for alter_partition_reassignments_request::AlterPartitionReassignme
 impl Response for alter_partition_reassignments_response::AlterPartitionReassignmentsResponse {
     const API_KEY: ApiKey = ApiKey::AlterPartitionReassignments;
     type Request = alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for list_partition_reassignments_request::ListPartitionReassignmentsRequest {
     const API_KEY: ApiKey = ApiKey::ListPartitionReassignments;
@@ -2020,6 +2137,9 @@ impl Request for list_partition_reassignments_request::ListPartitionReassignment
 impl Response for list_partition_reassignments_response::ListPartitionReassignmentsResponse {
     const API_KEY: ApiKey = ApiKey::ListPartitionReassignments;
     type Request = list_partition_reassignments_request::ListPartitionReassignmentsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for offset_delete_request::OffsetDeleteRequest {
     const API_KEY: ApiKey = ApiKey::OffsetDelete;
@@ -2028,6 +2148,9 @@ impl Request for offset_delete_request::OffsetDeleteRequest {
 impl Response for offset_delete_response::OffsetDeleteResponse {
     const API_KEY: ApiKey = ApiKey::OffsetDelete;
     type Request = offset_delete_request::OffsetDeleteRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_client_quotas_request::DescribeClientQuotasRequest {
     const API_KEY: ApiKey = ApiKey::DescribeClientQuotas;
@@ -2036,6 +2159,9 @@ impl Request for describe_client_quotas_request::DescribeClientQuotasRequest {
 impl Response for describe_client_quotas_response::DescribeClientQuotasResponse {
     const API_KEY: ApiKey = ApiKey::DescribeClientQuotas;
     type Request = describe_client_quotas_request::DescribeClientQuotasRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for alter_client_quotas_request::AlterClientQuotasRequest {
     const API_KEY: ApiKey = ApiKey::AlterClientQuotas;
@@ -2044,6 +2170,9 @@ impl Request for alter_client_quotas_request::AlterClientQuotasRequest {
 impl Response for alter_client_quotas_response::AlterClientQuotasResponse {
     const API_KEY: ApiKey = ApiKey::AlterClientQuotas;
     type Request = alter_client_quotas_request::AlterClientQuotasRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeUserScramCredentials;
@@ -2052,6 +2181,9 @@ impl Request for describe_user_scram_credentials_request::DescribeUserScramCrede
 impl Response for describe_user_scram_credentials_response::DescribeUserScramCredentialsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeUserScramCredentials;
     type Request = describe_user_scram_credentials_request::DescribeUserScramCredentialsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for alter_user_scram_credentials_request::AlterUserScramCredentialsRequest {
     const API_KEY: ApiKey = ApiKey::AlterUserScramCredentials;
@@ -2060,6 +2192,9 @@ impl Request for alter_user_scram_credentials_request::AlterUserScramCredentials
 impl Response for alter_user_scram_credentials_response::AlterUserScramCredentialsResponse {
     const API_KEY: ApiKey = ApiKey::AlterUserScramCredentials;
     type Request = alter_user_scram_credentials_request::AlterUserScramCredentialsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for vote_request::VoteRequest {
     const API_KEY: ApiKey = ApiKey::Vote;
@@ -2100,6 +2235,9 @@ impl Request for alter_partition_request::AlterPartitionRequest {
 impl Response for alter_partition_response::AlterPartitionResponse {
     const API_KEY: ApiKey = ApiKey::AlterPartition;
     type Request = alter_partition_request::AlterPartitionRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for update_features_request::UpdateFeaturesRequest {
     const API_KEY: ApiKey = ApiKey::UpdateFeatures;
@@ -2108,6 +2246,9 @@ impl Request for update_features_request::UpdateFeaturesRequest {
 impl Response for update_features_response::UpdateFeaturesResponse {
     const API_KEY: ApiKey = ApiKey::UpdateFeatures;
     type Request = update_features_request::UpdateFeaturesRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for envelope_request::EnvelopeRequest {
     const API_KEY: ApiKey = ApiKey::Envelope;
@@ -2124,6 +2265,9 @@ impl Request for fetch_snapshot_request::FetchSnapshotRequest {
 impl Response for fetch_snapshot_response::FetchSnapshotResponse {
     const API_KEY: ApiKey = ApiKey::FetchSnapshot;
     type Request = fetch_snapshot_request::FetchSnapshotRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_cluster_request::DescribeClusterRequest {
     const API_KEY: ApiKey = ApiKey::DescribeCluster;
@@ -2132,6 +2276,9 @@ impl Request for describe_cluster_request::DescribeClusterRequest {
 impl Response for describe_cluster_response::DescribeClusterResponse {
     const API_KEY: ApiKey = ApiKey::DescribeCluster;
     type Request = describe_cluster_request::DescribeClusterRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_producers_request::DescribeProducersRequest {
     const API_KEY: ApiKey = ApiKey::DescribeProducers;
@@ -2140,6 +2287,9 @@ impl Request for describe_producers_request::DescribeProducersRequest {
 impl Response for describe_producers_response::DescribeProducersResponse {
     const API_KEY: ApiKey = ApiKey::DescribeProducers;
     type Request = describe_producers_request::DescribeProducersRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for broker_registration_request::BrokerRegistrationRequest {
     const API_KEY: ApiKey = ApiKey::BrokerRegistration;
@@ -2148,6 +2298,9 @@ impl Request for broker_registration_request::BrokerRegistrationRequest {
 impl Response for broker_registration_response::BrokerRegistrationResponse {
     const API_KEY: ApiKey = ApiKey::BrokerRegistration;
     type Request = broker_registration_request::BrokerRegistrationRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for broker_heartbeat_request::BrokerHeartbeatRequest {
     const API_KEY: ApiKey = ApiKey::BrokerHeartbeat;
@@ -2156,6 +2309,9 @@ impl Request for broker_heartbeat_request::BrokerHeartbeatRequest {
 impl Response for broker_heartbeat_response::BrokerHeartbeatResponse {
     const API_KEY: ApiKey = ApiKey::BrokerHeartbeat;
     type Request = broker_heartbeat_request::BrokerHeartbeatRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for unregister_broker_request::UnregisterBrokerRequest {
     const API_KEY: ApiKey = ApiKey::UnregisterBroker;
@@ -2164,6 +2320,9 @@ impl Request for unregister_broker_request::UnregisterBrokerRequest {
 impl Response for unregister_broker_response::UnregisterBrokerResponse {
     const API_KEY: ApiKey = ApiKey::UnregisterBroker;
     type Request = unregister_broker_request::UnregisterBrokerRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_transactions_request::DescribeTransactionsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeTransactions;
@@ -2172,6 +2331,9 @@ impl Request for describe_transactions_request::DescribeTransactionsRequest {
 impl Response for describe_transactions_response::DescribeTransactionsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeTransactions;
     type Request = describe_transactions_request::DescribeTransactionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for list_transactions_request::ListTransactionsRequest {
     const API_KEY: ApiKey = ApiKey::ListTransactions;
@@ -2180,6 +2342,9 @@ impl Request for list_transactions_request::ListTransactionsRequest {
 impl Response for list_transactions_response::ListTransactionsResponse {
     const API_KEY: ApiKey = ApiKey::ListTransactions;
     type Request = list_transactions_request::ListTransactionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for allocate_producer_ids_request::AllocateProducerIdsRequest {
     const API_KEY: ApiKey = ApiKey::AllocateProducerIds;
@@ -2188,6 +2353,9 @@ impl Request for allocate_producer_ids_request::AllocateProducerIdsRequest {
 impl Response for allocate_producer_ids_response::AllocateProducerIdsResponse {
     const API_KEY: ApiKey = ApiKey::AllocateProducerIds;
     type Request = allocate_producer_ids_request::AllocateProducerIdsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest {
     const API_KEY: ApiKey = ApiKey::ConsumerGroupHeartbeat;
@@ -2196,6 +2364,9 @@ impl Request for consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest
 impl Response for consumer_group_heartbeat_response::ConsumerGroupHeartbeatResponse {
     const API_KEY: ApiKey = ApiKey::ConsumerGroupHeartbeat;
     type Request = consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for consumer_group_describe_request::ConsumerGroupDescribeRequest {
     const API_KEY: ApiKey = ApiKey::ConsumerGroupDescribe;
@@ -2204,6 +2375,9 @@ impl Request for consumer_group_describe_request::ConsumerGroupDescribeRequest {
 impl Response for consumer_group_describe_response::ConsumerGroupDescribeResponse {
     const API_KEY: ApiKey = ApiKey::ConsumerGroupDescribe;
     type Request = consumer_group_describe_request::ConsumerGroupDescribeRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for controller_registration_request::ControllerRegistrationRequest {
     const API_KEY: ApiKey = ApiKey::ControllerRegistration;
@@ -2212,6 +2386,9 @@ impl Request for controller_registration_request::ControllerRegistrationRequest 
 impl Response for controller_registration_response::ControllerRegistrationResponse {
     const API_KEY: ApiKey = ApiKey::ControllerRegistration;
     type Request = controller_registration_request::ControllerRegistrationRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for get_telemetry_subscriptions_request::GetTelemetrySubscriptionsRequest {
     const API_KEY: ApiKey = ApiKey::GetTelemetrySubscriptions;
@@ -2220,6 +2397,9 @@ impl Request for get_telemetry_subscriptions_request::GetTelemetrySubscriptionsR
 impl Response for get_telemetry_subscriptions_response::GetTelemetrySubscriptionsResponse {
     const API_KEY: ApiKey = ApiKey::GetTelemetrySubscriptions;
     type Request = get_telemetry_subscriptions_request::GetTelemetrySubscriptionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for push_telemetry_request::PushTelemetryRequest {
     const API_KEY: ApiKey = ApiKey::PushTelemetry;
@@ -2228,6 +2408,9 @@ impl Request for push_telemetry_request::PushTelemetryRequest {
 impl Response for push_telemetry_response::PushTelemetryResponse {
     const API_KEY: ApiKey = ApiKey::PushTelemetry;
     type Request = push_telemetry_request::PushTelemetryRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for assign_replicas_to_dirs_request::AssignReplicasToDirsRequest {
     const API_KEY: ApiKey = ApiKey::AssignReplicasToDirs;
@@ -2236,6 +2419,9 @@ impl Request for assign_replicas_to_dirs_request::AssignReplicasToDirsRequest {
 impl Response for assign_replicas_to_dirs_response::AssignReplicasToDirsResponse {
     const API_KEY: ApiKey = ApiKey::AssignReplicasToDirs;
     type Request = assign_replicas_to_dirs_request::AssignReplicasToDirsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for list_client_metrics_resources_request::ListClientMetricsResourcesRequest {
     const API_KEY: ApiKey = ApiKey::ListClientMetricsResources;
@@ -2244,6 +2430,9 @@ impl Request for list_client_metrics_resources_request::ListClientMetricsResourc
 impl Response for list_client_metrics_resources_response::ListClientMetricsResourcesResponse {
     const API_KEY: ApiKey = ApiKey::ListClientMetricsResources;
     type Request = list_client_metrics_resources_request::ListClientMetricsResourcesRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for describe_topic_partitions_request::DescribeTopicPartitionsRequest {
     const API_KEY: ApiKey = ApiKey::DescribeTopicPartitions;
@@ -2252,6 +2441,9 @@ impl Request for describe_topic_partitions_request::DescribeTopicPartitionsReque
 impl Response for describe_topic_partitions_response::DescribeTopicPartitionsResponse {
     const API_KEY: ApiKey = ApiKey::DescribeTopicPartitions;
     type Request = describe_topic_partitions_request::DescribeTopicPartitionsRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for share_group_heartbeat_request::ShareGroupHeartbeatRequest {
     const API_KEY: ApiKey = ApiKey::ShareGroupHeartbeat;
@@ -2260,6 +2452,9 @@ impl Request for share_group_heartbeat_request::ShareGroupHeartbeatRequest {
 impl Response for share_group_heartbeat_response::ShareGroupHeartbeatResponse {
     const API_KEY: ApiKey = ApiKey::ShareGroupHeartbeat;
     type Request = share_group_heartbeat_request::ShareGroupHeartbeatRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for share_group_describe_request::ShareGroupDescribeRequest {
     const API_KEY: ApiKey = ApiKey::ShareGroupDescribe;
@@ -2268,6 +2463,9 @@ impl Request for share_group_describe_request::ShareGroupDescribeRequest {
 impl Response for share_group_describe_response::ShareGroupDescribeResponse {
     const API_KEY: ApiKey = ApiKey::ShareGroupDescribe;
     type Request = share_group_describe_request::ShareGroupDescribeRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for share_fetch_request::ShareFetchRequest {
     const API_KEY: ApiKey = ApiKey::ShareFetch;
@@ -2276,6 +2474,9 @@ impl Request for share_fetch_request::ShareFetchRequest {
 impl Response for share_fetch_response::ShareFetchResponse {
     const API_KEY: ApiKey = ApiKey::ShareFetch;
     type Request = share_fetch_request::ShareFetchRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for share_acknowledge_request::ShareAcknowledgeRequest {
     const API_KEY: ApiKey = ApiKey::ShareAcknowledge;
@@ -2284,6 +2485,9 @@ impl Request for share_acknowledge_request::ShareAcknowledgeRequest {
 impl Response for share_acknowledge_response::ShareAcknowledgeResponse {
     const API_KEY: ApiKey = ApiKey::ShareAcknowledge;
     type Request = share_acknowledge_request::ShareAcknowledgeRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for add_raft_voter_request::AddRaftVoterRequest {
     const API_KEY: ApiKey = ApiKey::AddRaftVoter;
@@ -2292,6 +2496,9 @@ impl Request for add_raft_voter_request::AddRaftVoterRequest {
 impl Response for add_raft_voter_response::AddRaftVoterResponse {
     const API_KEY: ApiKey = ApiKey::AddRaftVoter;
     type Request = add_raft_voter_request::AddRaftVoterRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for remove_raft_voter_request::RemoveRaftVoterRequest {
     const API_KEY: ApiKey = ApiKey::RemoveRaftVoter;
@@ -2300,6 +2507,9 @@ impl Request for remove_raft_voter_request::RemoveRaftVoterRequest {
 impl Response for remove_raft_voter_response::RemoveRaftVoterResponse {
     const API_KEY: ApiKey = ApiKey::RemoveRaftVoter;
     type Request = remove_raft_voter_request::RemoveRaftVoterRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for update_raft_voter_request::UpdateRaftVoterRequest {
     const API_KEY: ApiKey = ApiKey::UpdateRaftVoter;
@@ -2308,6 +2518,9 @@ impl Request for update_raft_voter_request::UpdateRaftVoterRequest {
 impl Response for update_raft_voter_response::UpdateRaftVoterResponse {
     const API_KEY: ApiKey = ApiKey::UpdateRaftVoter;
     type Request = update_raft_voter_request::UpdateRaftVoterRequest;
+    fn throttle_time_ms(&self) -> i32 {
+        self.throttle_time_ms
+    }
 }
 impl Request for initialize_share_group_state_request::InitializeShareGroupStateRequest {
     const API_KEY: ApiKey = ApiKey::InitializeShareGroupState;
