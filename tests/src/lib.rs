@@ -9,6 +9,7 @@
 
 #[cfg(feature = "testcontainers")]
 pub mod container;
+pub mod fault_proxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
