@@ -38,7 +38,8 @@ impl Backoff {
         // Map the word to [-1, 1) and scale: base * (1 + jitter * u).
         let u = (random >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
         let factor = 1.0 + self.jitter.min(1.0) * u;
-        base.mul_f64(factor).min(self.max.mul_f64(1.0 + self.jitter.min(1.0)))
+        base.mul_f64(factor)
+            .min(self.max.mul_f64(1.0 + self.jitter.min(1.0)))
     }
 }
 

@@ -95,6 +95,9 @@ pub enum Error {
     /// The broker's answer made no sense (a partition we did not ask about, a missing entry).
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// A producer operation failed (boxed: the producer's error can carry a client error).
+    #[error(transparent)]
+    Produce(Box<crate::producer::ProduceError>),
     /// Fetched records failed to decode (CRC mismatch, bad length, corrupt compression). The
     /// consumer stops that partition at `offset` rather than skip data silently; seeking past
     /// the batch resumes it.

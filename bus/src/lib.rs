@@ -12,8 +12,15 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod offsets;
+pub mod producer;
 mod routing;
 
 pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{Error, RequestError};
+
+/// The README's Rust examples, compiled (and where they need no broker, run) as doctests so
+/// they cannot rot. They live here because `bus` sees every crate the examples use.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctest;

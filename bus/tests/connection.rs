@@ -11,7 +11,7 @@ use kafka_proto::messages::{
     ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ResponseHeader,
 };
 use kafka_proto::version::response_header_version;
-use kafka_proto::{ApiKey, Encode, FrameSplitter, Response};
+use kafka_proto::{ApiKey, Encode, ErrorCode, FrameSplitter, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// The broker side of a duplex pipe: reads whole request frames, writes response frames.
@@ -308,4 +308,73 @@ async fn a_cancelled_request_leaves_the_stream_in_step() {
         Some("fresh")
     );
     assert!(!conn.is_closed());
+}
+
+#[tokio::test]
+async fn an_old_broker_answering_apiversions_in_v0_form_is_understood() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let mut peer = Peer {
+        io: server,
+        splitter: FrameSplitter::new(),
+    };
+    let broker = async {
+        // First attempt: a version this "broker" does not know. KIP-511: answer v0-shaped
+        // UNSUPPORTED_VERSION with our own ApiVersions range (0-2).
+        let frame = peer.next_request().await.unwrap();
+        let (h, _) = decode_request::<ApiVersionsRequest>(frame).unwrap();
+        assert!(h.request_api_version > 2);
+        let mut resp = ApiVersionsResponse::default();
+        resp.error_code = ErrorCode::UnsupportedVersion.code();
+        let mut v = ApiVersion::default();
+        v.api_key = ApiKey::ApiVersions as i16;
+        v.max_version = 2;
+        resp.api_keys.push(v);
+        peer.reply(h.correlation_id, 0, &resp).await;
+        // The retry comes at v2; answer it properly.
+        let (h2, _) =
+            decode_request::<ApiVersionsRequest>(peer.next_request().await.unwrap()).unwrap();
+        assert_eq!(h2.request_api_version, 2);
+        let mut ok = ApiVersionsResponse::default();
+        for (k, max) in [(ApiKey::ApiVersions, 2), (ApiKey::Metadata, 9)] {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.max_version = max;
+            ok.api_keys.push(v);
+        }
+        peer.reply(h2.correlation_id, 2, &ok).await;
+    };
+    let (conn, ()) = tokio::join!(
+        async {
+            Connection::handshake(client, "old", ConnectionConfig::default())
+                .await
+                .unwrap()
+        },
+        broker
+    );
+    assert_eq!(conn.version_for::<MetadataRequest>().unwrap(), 9);
+}
+
+#[tokio::test]
+async fn a_oneway_send_returns_only_once_its_frame_is_written() {
+    // A pipe with 64 KiB of room: the handshake fits; a 200 KB frame cannot be written until
+    // the peer reads.
+    let (conn, mut peer) = connected(ConnectionConfig::default()).await;
+    let mut req = MetadataRequest::default();
+    let mut topics = Vec::new();
+    for i in 0..20_000 {
+        let mut t = kafka_proto::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(format!("topic-{i:05}"));
+        topics.push(t);
+    }
+    req.topics = Some(topics);
+    let sent = tokio::spawn({
+        let c = conn.clone();
+        async move { c.send_oneway(&req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!sent.is_finished(), "returned before the frame left");
+    let frame = peer.next_request().await.unwrap();
+    assert!(frame.len() > 200_000);
+    sent.await.unwrap().unwrap();
+    assert_eq!(conn.in_flight(), 0, "nothing waits for a reply");
 }

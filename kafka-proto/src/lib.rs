@@ -27,8 +27,3 @@ pub use message::{ApiInfo, Message, Request, Response, VersionRange};
 pub use messages::ApiKey;
 pub use version::{VersionError, negotiate_version};
 pub use wire::{Decode, Encode, TaggedDefaults, UnknownTaggedFields, Uuid};
-
-/// The README's Rust example, compiled and run as a doctest so it cannot rot.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctest;

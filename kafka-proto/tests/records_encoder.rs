@@ -1,10 +1,11 @@
 //! The batch encoder's buffer handling: reuse across batches, batches laid end to end,
-//! abandoned batches, size accounting.
+//! abandoned batches, size accounting; the owned builder and re-stamping of producer fields.
 
 use bytes::{Bytes, BytesMut};
 use kafka_proto::records::{
-    BatchEncoder, BatchParams, Compression, ControlRecord, DecodeOptions, TimestampType,
-    V2_HEADER_SIZE, decode_records,
+    BatchBuilder, BatchEncoder, BatchParams, Compression, ControlRecord, DecodeOptions, NO_HEADERS,
+    RecordHeader, RecordsEncodeError, TimestampType, V2_HEADER_SIZE, decode_records,
+    restamp_producer,
 };
 
 #[test]
@@ -213,4 +214,147 @@ fn zero_copy_values_share_the_input() {
         let p = field.unwrap().as_ptr();
         assert!(range.contains(&p), "field is not a slice of the input");
     }
+}
+
+/// The owned builder writes the same bytes as the borrowing encoder for the same records and
+/// parameters, for every codec, so the producer's batches are as well tested as the encoder's.
+#[test]
+fn builder_matches_the_encoder_byte_for_byte() {
+    for codec in Compression::ALL {
+        let params = BatchParams {
+            compression: codec,
+            producer_id: 9,
+            producer_epoch: 1,
+            base_sequence: 100,
+            ..BatchParams::default()
+        };
+        let mut buf = BytesMut::new();
+        let mut enc = BatchEncoder::new(&mut buf, params);
+        let mut builder = BatchBuilder::new(
+            BatchParams {
+                compression: codec,
+                ..BatchParams::default()
+            },
+            64,
+        );
+        for i in 0..50i64 {
+            let value = vec![(i % 7) as u8; i as usize * 5];
+            let headers: &[(&str, Option<&[u8]>)] = if i % 4 == 0 {
+                &[("trace", Some(b"t")), ("null", None)]
+            } else {
+                &[]
+            };
+            let key = i.to_be_bytes();
+            assert_eq!(
+                builder.record_size(1_000 + i, Some(&key), Some(&value), headers),
+                enc.record_size(1_000 + i, Some(&key), Some(&value), headers)
+            );
+            enc.append(1_000 + i, Some(&key), Some(&value), headers)
+                .unwrap();
+            builder
+                .append(1_000 + i, Some(&key), Some(&value), headers)
+                .unwrap();
+            assert_eq!(builder.encoded_len(), enc.encoded_len());
+        }
+        builder.set_producer(9, 1, 100);
+        assert_eq!(builder.record_count(), 50);
+        let mut scratch = Vec::new();
+        assert_eq!(
+            builder.finish(Some(&mut scratch)).unwrap(),
+            enc.finish().unwrap(),
+            "{codec:?}"
+        );
+    }
+}
+
+#[test]
+fn builder_grows_only_as_asked_and_accepts_decoded_headers() {
+    let mut builder = BatchBuilder::new(BatchParams::default(), 256);
+    let start = builder.capacity();
+    assert!(start >= 256);
+    assert_eq!(builder.spare_capacity(), start - V2_HEADER_SIZE);
+    let headers = vec![RecordHeader::new("k", Some(Bytes::from_static(b"v")))];
+    // Records that fit the spare room never reallocate.
+    while builder.spare_capacity() >= builder.record_size(5, None, Some(b"0123456789"), &headers) {
+        builder
+            .append(5, None, Some(b"0123456789"), &headers)
+            .unwrap();
+        assert_eq!(builder.capacity(), start);
+    }
+    builder.reserve(4096);
+    assert!(builder.spare_capacity() >= 4096);
+    let n = builder.record_count();
+    let decoded = decode_records(builder.finish(None).unwrap(), &DecodeOptions::default()).unwrap();
+    let batch = &decoded.batches[0];
+    assert_eq!(batch.records.len(), n);
+    assert_eq!(batch.records[0].headers, headers);
+    assert_eq!((batch.producer_id, batch.base_sequence), (-1, -1));
+}
+
+#[test]
+fn an_empty_builder_finishes_to_a_bare_header() {
+    let builder = BatchBuilder::new(BatchParams::default(), 0);
+    assert!(builder.is_empty());
+    let bytes = builder.finish(None).unwrap();
+    assert_eq!(bytes.len(), V2_HEADER_SIZE);
+    assert_eq!(
+        decode_records(bytes, &DecodeOptions::default())
+            .unwrap()
+            .batches[0]
+            .records
+            .len(),
+        0
+    );
+}
+
+/// A re-stamped batch passes the CRC check and carries the new producer fields, with its
+/// (compressed) records unchanged.
+#[test]
+fn restamping_rewrites_the_producer_fields_and_the_crc() {
+    for codec in Compression::ALL {
+        let mut builder = BatchBuilder::new(
+            BatchParams {
+                compression: codec,
+                ..BatchParams::default()
+            },
+            1024,
+        );
+        for i in 0..10u8 {
+            builder
+                .append(7, Some(&[i]), Some(&[i; 30]), NO_HEADERS)
+                .unwrap();
+        }
+        builder.set_producer(1, 0, 5);
+        let original = builder.finish(None).unwrap();
+        let mut stamped = original.to_vec();
+        restamp_producer(&mut stamped, 77, 3, 1234).unwrap();
+        let before = decode_records(original, &DecodeOptions::default()).unwrap();
+        let after = decode_records(Bytes::from(stamped), &DecodeOptions::default()).unwrap();
+        let (b, a) = (&before.batches[0], &after.batches[0]);
+        assert_eq!(
+            (a.producer_id, a.producer_epoch, a.base_sequence),
+            (77, 3, 1234)
+        );
+        assert_eq!(a.records, b.records, "{codec:?}");
+        assert_ne!(a.crc, b.crc);
+    }
+}
+
+#[test]
+fn restamping_refuses_what_is_not_a_v2_batch() {
+    let mut short = vec![0u8; V2_HEADER_SIZE - 1];
+    assert_eq!(
+        restamp_producer(&mut short, 1, 0, 0),
+        Err(RecordsEncodeError::NotABatch)
+    );
+    let mut builder = BatchBuilder::new(BatchParams::default(), 0);
+    builder.append(0, None, Some(b"v"), NO_HEADERS).unwrap();
+    let mut bytes = builder.finish(None).unwrap().to_vec();
+    bytes[16] = 1; // magic
+    let copy = bytes.clone();
+    assert_eq!(
+        restamp_producer(&mut bytes, 1, 0, 0),
+        Err(RecordsEncodeError::NotABatch)
+    );
+    assert_eq!(bytes, copy, "a refused batch is left untouched");
 }

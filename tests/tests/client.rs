@@ -18,7 +18,10 @@ async fn learns_brokers_and_routes_to_partition_leaders() {
     let Some(addr) = bootstrap() else { return };
     let client = client(&addr).await;
     let md = client.metadata();
-    assert!(!md.brokers.is_empty(), "bootstrap must load the broker list");
+    assert!(
+        !md.brokers.is_empty(),
+        "bootstrap must load the broker list"
+    );
 
     let topic = unique_topic("client-route");
     let created = client
@@ -46,7 +49,10 @@ async fn learns_brokers_and_routes_to_partition_leaders() {
         assert_eq!(resp.topics[0].partitions[0].error_code, 0);
     }
     let err = client.leader(&topic, 7).await.unwrap_err();
-    assert!(matches!(err, Error::UnknownPartition { partition: 7, .. }), "{err}");
+    assert!(
+        matches!(err, Error::UnknownPartition { partition: 7, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +64,10 @@ async fn a_dead_connection_is_replaced_on_next_use() {
     first.close();
     assert!(first.is_closed());
     let second = client.broker(node).await.unwrap();
-    assert!(!second.same_as(&first), "a closed connection must not be handed out");
+    assert!(
+        !second.same_as(&first),
+        "a closed connection must not be handed out"
+    );
     client.refresh_metadata().await.unwrap();
 }
 
@@ -72,7 +81,10 @@ async fn unknown_topic_is_a_typed_error_after_the_wait() {
     .unwrap();
     let name = unique_topic("client-missing");
     let err = client.topic(&name).await.unwrap_err();
-    assert!(matches!(&err, Error::UnknownTopic(t) if *t == name), "{err}");
+    assert!(
+        matches!(&err, Error::UnknownTopic(t) if *t == name),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -101,6 +113,8 @@ fn bad_configuration_is_rejected_naming_the_option() {
         .unwrap_err();
     assert!(err.to_string().contains("bootstrap"), "{err}");
     let empty: [&str; 0] = [];
-    let err = rt.block_on(Client::connect(ClientConfig::new(empty))).unwrap_err();
+    let err = rt
+        .block_on(Client::connect(ClientConfig::new(empty)))
+        .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
 }

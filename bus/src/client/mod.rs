@@ -135,7 +135,11 @@ impl Client {
         let started = Instant::now();
         let resp = self.fetch_metadata(Some(&topics)).await?;
         let snapshot = Arc::new(self.metadata().merge(&resp, false));
-        *self.inner.metadata.write().unwrap_or_else(|p| p.into_inner()) = snapshot.clone();
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = snapshot.clone();
         {
             let mut stale = lock(&self.inner.stale_since);
             if stale.is_some_and(|t| t <= started) {
@@ -214,10 +218,12 @@ impl Client {
     /// The node leading `topic`/`partition`.
     pub async fn leader(&self, topic: &str, partition: i32) -> Result<i32, Error> {
         let t = self.topic(topic).await?;
-        let p = t.partition(partition).ok_or_else(|| Error::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-        })?;
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            })?;
         if p.leader < 0 {
             self.invalidate();
             return Err(Error::NoLeader {

@@ -100,6 +100,8 @@ pub struct Connection {
     wakers: Arc<Wakers>,
     permits: Arc<Semaphore>,
     versions: Arc<BrokerVersions>,
+    /// Frames written to the socket so far (the writer publishes it after each write).
+    written: tokio::sync::watch::Sender<u64>,
     _closer: Arc<CloseOnDrop>,
 }
 
@@ -168,7 +170,13 @@ impl Connection {
             writer: Notify::new(),
             timer: Notify::new(),
         });
-        tokio::spawn(write_loop(write, shared.clone(), wakers.clone()));
+        let written = tokio::sync::watch::Sender::new(0u64);
+        tokio::spawn(write_loop(
+            write,
+            shared.clone(),
+            wakers.clone(),
+            written.clone(),
+        ));
         tokio::spawn(read_loop(read, shared.clone(), wakers.clone()));
         tokio::spawn(timer_loop(Arc::downgrade(&shared), wakers.clone()));
         Connection {
@@ -178,6 +186,7 @@ impl Connection {
                 wakers: wakers.clone(),
             }),
             permits: Arc::new(Semaphore::new(config.max_in_flight_frames)),
+            written,
             config: Arc::new(config),
             shared,
             wakers,
@@ -268,10 +277,22 @@ impl Connection {
         std::mem::forget(guard);
         let frame = match outcome {
             Ok(Outcome::Frame(frame)) => frame,
-            Ok(Outcome::TimedOut) => return Err(RequestError::Timeout(self.config.request_timeout)),
+            Ok(Outcome::TimedOut) => {
+                return Err(RequestError::Timeout(self.config.request_timeout));
+            }
             Ok(Outcome::Failed(cause)) => return Err(self.closed(cause)),
             // The tasks are gone: the runtime is shutting down.
             Err(_) => return Err(self.closed(Arc::new(ConnectionFailure::Dropped))),
+        };
+        // KIP-511: a broker that does not know our ApiVersions version answers
+        // UNSUPPORTED_VERSION in the v0 layout (header v0, then the error code), whatever
+        // version we sent, so that reply must be read as v0.
+        let version = if R::API_KEY == ApiKey::ApiVersions
+            && frame.get(4..6) == Some(&ErrorCode::UnsupportedVersion.code().to_be_bytes()[..])
+        {
+            0
+        } else {
+            version
         };
         let (_header, body) = decode_response::<R::Response>(frame, version).inspect_err(|e| {
             // A body we cannot parse means we may be out of step with the peer.
@@ -286,11 +307,14 @@ impl Connection {
     }
 
     /// Sends a request the broker will not answer (Produce with acks=0) and returns once the
-    /// frame is queued for the socket.
+    /// frame has been written to the socket. Waiting for the write (not just the queueing)
+    /// is what lets a producer's memory bound hold with acks=0: the frame's bytes stay the
+    /// caller's until they are on the wire.
     pub async fn send_oneway<R: Request>(&self, req: &R) -> Result<(), RequestError> {
         let version = self.version_for::<R>()?;
         let frame = self.encode(req, version)?;
-        {
+        let mut written = self.written.subscribe();
+        let number = {
             let mut shared = lock(&self.shared);
             let id = shared
                 .state
@@ -298,9 +322,22 @@ impl Connection {
                 .map_err(|cause| self.closed(cause))?;
             // No reply will come, so nothing waits for one.
             shared.state.cancel(id);
-        }
+            shared.state.queued_total()
+        };
         self.wakers.writer.notify_one();
-        Ok(())
+        let wait = written.wait_for(|&w| w >= number);
+        match tokio::time::timeout(self.config.request_timeout, wait).await {
+            Ok(Ok(w)) if *w != WRITER_GONE => Ok(()),
+            Ok(_) => {
+                let cause = lock(&self.shared)
+                    .state
+                    .failure()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ConnectionFailure::Dropped));
+                Err(self.closed(cause))
+            }
+            Err(_) => Err(RequestError::Timeout(self.config.request_timeout)),
+        }
     }
 
     fn encode<R: Request>(&self, req: &R, version: i16) -> Result<BytesMut, RequestError> {
@@ -373,17 +410,35 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-async fn write_loop<W: AsyncWrite>(write: W, shared: Arc<Mutex<Shared>>, wakers: Arc<Wakers>) {
+/// Marks the end of writing: `send_oneway` callers still waiting learn the writer is gone.
+const WRITER_GONE: u64 = u64::MAX;
+
+async fn write_loop<W: AsyncWrite>(
+    write: W,
+    shared: Arc<Mutex<Shared>>,
+    wakers: Arc<Wakers>,
+    written: tokio::sync::watch::Sender<u64>,
+) {
+    write_frames(write, shared, wakers, &written).await;
+    written.send_replace(WRITER_GONE);
+}
+
+async fn write_frames<W: AsyncWrite>(
+    write: W,
+    shared: Arc<Mutex<Shared>>,
+    wakers: Arc<Wakers>,
+    written: &tokio::sync::watch::Sender<u64>,
+) {
     tokio::pin!(write);
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        let failed = {
+        let (failed, taken) = {
             let mut s = lock(&shared);
             let t = now();
             while let Some(frame) = s.state.poll_transmit(t) {
                 batch.push(frame);
             }
-            s.state.failure().is_some()
+            (s.state.failure().is_some(), s.state.transmitted_total())
         };
         if failed {
             let _ = write.shutdown().await;
@@ -407,6 +462,7 @@ async fn write_loop<W: AsyncWrite>(write: W, shared: Arc<Mutex<Shared>>, wakers:
             wakers.timer.notify_one();
             return;
         }
+        written.send_replace(taken);
     }
 }
 
@@ -422,9 +478,6 @@ async fn read_loop<R: AsyncRead>(read: R, shared: Arc<Mutex<Shared>>, wakers: Ar
             }
             std::mem::take(s.state.recv_buffer(READ_SIZE))
         };
-        if buf.capacity() - buf.len() < READ_SIZE {
-            buf.reserve(READ_SIZE);
-        }
         let result = read.read_buf(&mut buf).await;
         let mut s = lock(&shared);
         *s.state.recv_buffer(0) = buf;

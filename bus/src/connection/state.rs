@@ -59,6 +59,10 @@ pub struct ConnectionState {
     events: VecDeque<Event>,
     failed: Option<Arc<ConnectionFailure>>,
     throttled_until: Option<Instant>,
+    /// Frames queued since the start, and frames handed to the transport: a caller that
+    /// queued frame number `n` knows it has left once `transmitted >= n`.
+    queued_total: u64,
+    transmitted_total: u64,
 }
 
 impl ConnectionState {
@@ -73,6 +77,8 @@ impl ConnectionState {
             events: VecDeque::new(),
             failed: None,
             throttled_until: None,
+            queued_total: 0,
+            transmitted_total: 0,
         }
     }
 
@@ -101,7 +107,18 @@ impl ConnectionState {
         self.in_flight.insert(id, Pending { deadline });
         self.deadlines.insert((deadline, id));
         self.transmit.push_back(frame.freeze());
+        self.queued_total += 1;
         Ok(id)
+    }
+
+    /// How many frames have been queued so far; the number of the last one queued.
+    pub fn queued_total(&self) -> u64 {
+        self.queued_total
+    }
+
+    /// How many frames have been handed to the transport so far.
+    pub fn transmitted_total(&self) -> u64 {
+        self.transmitted_total
     }
 
     /// Forgets a request whose caller gave up. Its frame may already be on the wire; the
@@ -117,7 +134,9 @@ impl ConnectionState {
         if self.failed.is_some() || self.is_throttled(now) {
             return None;
         }
-        self.transmit.pop_front()
+        let frame = self.transmit.pop_front()?;
+        self.transmitted_total += 1;
+        Some(frame)
     }
 
     /// True while a throttle from the broker is in force.
@@ -153,7 +172,22 @@ impl ConnectionState {
 
     /// The receive buffer, for a transport that reads straight into it (no copy); call
     /// [`handle_received`](Self::handle_received) after appending.
+    ///
+    /// Room is made for at least `want` bytes, and for the rest of a frame whose (already
+    /// checked) size prefix has arrived: a multi-megabyte fetch response is then read into one
+    /// allocation instead of being regrown and copied chunk by chunk.
     pub fn recv_buffer(&mut self, want: usize) -> &mut BytesMut {
+        let max = self.splitter.max_frame_size();
+        let buf = self.splitter.recv_buffer(0);
+        let mut want = want;
+        if let Some(prefix) = buf.get(..4) {
+            let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            if let Ok(len) = usize::try_from(len)
+                && len <= max
+            {
+                want = want.max((4 + len).saturating_sub(buf.len()));
+            }
+        }
         self.splitter.recv_buffer(want)
     }
 
@@ -209,7 +243,8 @@ impl ConnectionState {
             }
             self.deadlines.pop_first();
             self.in_flight.remove(&id);
-            self.events.push_back(Event::TimedOut { correlation_id: id });
+            self.events
+                .push_back(Event::TimedOut { correlation_id: id });
         }
     }
 
@@ -331,13 +366,17 @@ mod tests {
         s.handle_timeout(t0 + Duration::from_millis(999));
         assert!(s.poll_event().is_none());
         s.handle_timeout(t0 + Duration::from_secs(1));
-        assert!(matches!(s.poll_event(), Some(Event::TimedOut { correlation_id }) if correlation_id == b));
+        assert!(
+            matches!(s.poll_event(), Some(Event::TimedOut { correlation_id }) if correlation_id == b)
+        );
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         // The late reply to b is ignored; a is still answered normally.
         s.handle_bytes(t0, &response(b, b""));
         s.handle_bytes(t0, &response(a, b""));
         assert!(s.failure().is_none());
-        assert!(matches!(s.poll_event(), Some(Event::Response { correlation_id, .. }) if correlation_id == a));
+        assert!(
+            matches!(s.poll_event(), Some(Event::Response { correlation_id, .. }) if correlation_id == a)
+        );
     }
 
     #[test]
@@ -380,10 +419,7 @@ mod tests {
         s.start_request(t0, request_frame(0), T).unwrap();
         assert!(s.poll_transmit(t0).is_none());
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(250)));
-        assert!(
-            s.poll_transmit(t0 + Duration::from_millis(249))
-                .is_none()
-        );
+        assert!(s.poll_transmit(t0 + Duration::from_millis(249)).is_none());
         assert!(s.poll_transmit(t0 + Duration::from_millis(250)).is_some());
         // A shorter throttle never shortens one in force.
         s.throttle(t0, 500);

@@ -118,6 +118,9 @@ pub enum RecordsEncodeError {
     /// The i32 offset delta of the next record would overflow.
     #[error("batch already holds the largest possible number of records")]
     TooManyRecords,
+    /// Bytes given to [`restamp_producer`](super::restamp_producer) are not a v2 batch.
+    #[error("not a record batch v2 (too short or wrong magic)")]
+    NotABatch,
     /// The records section could not be compressed.
     #[error(transparent)]
     Compression(#[from] CompressionError),

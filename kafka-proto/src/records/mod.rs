@@ -27,7 +27,9 @@ use bytes::Bytes;
 pub use crate::compression::{Compression, DEFAULT_MAX_DECOMPRESSED_SIZE};
 pub use batch::{LOG_OVERHEAD, RecordBatch, V2_HEADER_SIZE, V2_MIN_BATCH_LENGTH};
 pub use control::ControlRecord;
-pub use encoder::{BatchEncoder, BatchParams};
+pub use encoder::{
+    BatchBuilder, BatchEncoder, BatchParams, HeaderRef, NO_HEADERS, restamp_producer,
+};
 pub use error::{RecordsEncodeError, RecordsError};
 pub use record::{Record, RecordHeader};
 

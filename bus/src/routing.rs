@@ -1,0 +1,77 @@
+//! Two routing rules the admin client and the consumer share with each other (and that the
+//! client could absorb later):
+//!
+//! - A request whose shape depends on the version (Fetch names topics by id from v13, KIP-516;
+//!   DeleteTopics switches to structs at v6; ListOffsets gains fields at v2, v4, v7) must be
+//!   built *after* the version is known and sent at exactly that version, on the connection it
+//!   was negotiated on. [`send_versioned`] does that in one place.
+//! - Which partition-level error codes mean "the client's metadata is stale, refresh and
+//!   re-route" rather than "this request is wrong" ([`is_stale_metadata`]).
+
+use kafka_proto::{ErrorCode, Request};
+
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::{Error, RequestError};
+
+/// Sends to broker `node` a request built by `build` for the version that broker will receive.
+/// A connection failure drops the pooled connection and marks metadata stale, as
+/// [`Client::send_to`] does, so the caller's retry dials afresh and re-routes.
+pub(crate) async fn send_versioned<R: Request>(
+    client: &Client,
+    node: i32,
+    build: impl FnOnce(i16) -> Result<R, Error>,
+) -> Result<R::Response, Error> {
+    let conn = client.broker(node).await?;
+    send_versioned_on(client, &conn, build).await
+}
+
+/// [`send_versioned`] on a connection the caller already holds (the controller, any broker).
+pub(crate) async fn send_versioned_on<R: Request>(
+    client: &Client,
+    conn: &Connection,
+    build: impl FnOnce(i16) -> Result<R, Error>,
+) -> Result<R::Response, Error> {
+    let version = conn.version_for::<R>()?;
+    let req = build(version)?;
+    conn.send_at(&req, version).await.map_err(|e| {
+        if matches!(e, RequestError::ConnectionClosed { .. }) {
+            client.forget_connection(conn);
+            client.invalidate();
+        }
+        Error::from(e)
+    })
+}
+
+/// Whether a partition-level error says the client asked the wrong broker, or asked with an
+/// outdated leader epoch or topic id: the fix is a metadata refresh, then a retry.
+pub(crate) fn is_stale_metadata(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::LeaderNotAvailable
+            | ErrorCode::ReplicaNotAvailable
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::UnknownTopicId
+            | ErrorCode::InconsistentTopicId
+            | ErrorCode::KafkaStorageError
+            | ErrorCode::NotController
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_routing_errors_ask_for_a_refresh() {
+        assert!(is_stale_metadata(ErrorCode::NotLeaderOrFollower));
+        assert!(is_stale_metadata(ErrorCode::FencedLeaderEpoch));
+        assert!(is_stale_metadata(ErrorCode::UnknownTopicId));
+        assert!(!is_stale_metadata(ErrorCode::OffsetOutOfRange));
+        assert!(!is_stale_metadata(ErrorCode::TopicAuthorizationFailed));
+        assert!(!is_stale_metadata(ErrorCode::None));
+    }
+}
