@@ -44,10 +44,13 @@ pub struct ProducerConfig {
     /// nothing; at low rates 5 ms buys much larger batches for a latency nobody notices.
     pub linger: Duration,
     /// Uncompressed bytes of one batch (record headers included) beyond which a new batch is
-    /// started. Default 256 KiB, larger than Java's 16 KiB: per-batch costs (a request entry,
-    /// a CRC setup, a completion) then vanish per record, which is most of the throughput gap
-    /// at small record sizes, while memory is only charged for what a batch really holds (its
-    /// buffer starts at 16 KiB and doubles). A record larger than this travels alone.
+    /// started. Default 1,000,000 bytes, librdkafka's `batch.size`, far above Java's 16 KiB:
+    /// per-batch costs (a request entry, a CRC setup, a completion, and the broker's own
+    /// per-batch work) then vanish per record, while memory is only charged for what a batch
+    /// really holds (its buffer starts at 16 KiB and doubles). It stays under Kafka's default
+    /// `message.max.bytes` (1,048,588) with the batch header. Measured against tansu, 1M x 100 B
+    /// and 200k x 1 KiB both ran 1.3-1.6x faster than with 256 KiB. A record larger than this
+    /// travels alone.
     pub batch_size: usize,
     /// Bytes of record buffers the producer may hold (batches filling, waiting or in flight).
     /// Default 32 MiB (Java's `buffer.memory`). When it is full, `send` waits.
@@ -92,7 +95,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             linger: Duration::from_millis(5),
-            batch_size: 256 * 1024,
+            batch_size: 1_000_000,
             buffer_memory: 32 * 1024 * 1024,
             max_block: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(120),

@@ -104,7 +104,7 @@ fn help(cmd: Option<&str>) -> &'static str {
             "kbus topics list\nkbus topics create NAME [-p|--partitions N (1)] [-r|--replication-factor N (1)] [-c|--config KEY=VALUE]...\nkbus topics delete NAME...\nkbus topics describe NAME..."
         }
         Some("produce") => {
-            "kbus produce -t TOPIC [-K|--key-delimiter DELIM] [--acks all|1|0 (all)] [-z|--compression none|gzip|snappy|lz4|zstd] [-p|--partition N] [--linger-ms MS (5)]\nreads one record per stdin line; with -K, the text before the first DELIM is the key"
+            "kbus produce -t TOPIC [-K|--key-delimiter DELIM] [--acks all|1|0 (all)] [-z|--compression none|gzip|snappy|lz4|zstd] [-p|--partition N] [--linger-ms MS (5)] [--batch-size BYTES (1000000)]\nreads one record per stdin line; with -K, the text before the first DELIM is the key"
         }
         Some("consume") => {
             "kbus consume -t TOPIC [--from earliest|latest|OFFSET (earliest)] [-n|--count N] [-e|--exit-at-end] [-f|--format FMT (%v\\n)] [-p|--partition N]\nFMT fields: %t topic %p partition %o offset %k key %v value %T timestamp"

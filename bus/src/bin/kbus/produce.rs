@@ -49,6 +49,9 @@ pub fn producer_config(args: &mut Args) -> Result<ProducerConfig, String> {
     if let Some(ms) = args.parsed::<u64>(None, "--linger-ms")? {
         cfg = cfg.linger(Duration::from_millis(ms));
     }
+    if let Some(bytes) = args.parsed::<usize>(None, "--batch-size")? {
+        cfg = cfg.batch_size(bytes);
+    }
     cfg.validate()?;
     Ok(cfg)
 }
