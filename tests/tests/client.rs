@@ -118,3 +118,24 @@ fn bad_configuration_is_rejected_naming_the_option() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err}");
 }
+
+#[tokio::test]
+async fn invalidation_refreshes_in_the_background_and_an_idle_client_stays_quiet() {
+    let Some(addr) = bootstrap() else { return };
+    let client = client(&addr).await;
+    let before = client.metadata();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        std::sync::Arc::ptr_eq(&before, &client.metadata()),
+        "nothing asked for a refresh, so none should have run"
+    );
+    client.invalidate();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while std::sync::Arc::ptr_eq(&before, &client.metadata()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "invalidate() did not lead to a refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

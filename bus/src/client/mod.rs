@@ -51,6 +51,8 @@ struct Inner {
     refresh: tokio::sync::Mutex<Option<Instant>>,
     /// Set by `invalidate`; cleared by a refresh that started after it.
     stale_since: Mutex<Option<Instant>>,
+    /// Wakes the background refresher on `invalidate` (and when the client goes away).
+    wake: Arc<tokio::sync::Notify>,
     /// Topics whose metadata the client keeps fresh.
     tracked: Mutex<BTreeSet<String>>,
     pool: Mutex<HashMap<i32, Arc<Slot>>>,
@@ -89,6 +91,7 @@ impl Client {
             })),
             refresh: tokio::sync::Mutex::new(None),
             stale_since: Mutex::new(None),
+            wake: Arc::new(tokio::sync::Notify::new()),
             tracked: Mutex::new(BTreeSet::new()),
             pool: Mutex::new(HashMap::new()),
             bootstrap_conn: Mutex::new(None),
@@ -97,7 +100,10 @@ impl Client {
         });
         let client = Client { inner };
         client.refresh_metadata().await?;
-        tokio::spawn(periodic_refresh(Arc::downgrade(&client.inner)));
+        tokio::spawn(periodic_refresh(
+            Arc::downgrade(&client.inner),
+            client.inner.wake.clone(),
+        ));
         Ok(client)
     }
 
@@ -117,6 +123,7 @@ impl Client {
     /// Marks routing as stale: the next metadata lookup refreshes first.
     pub fn invalidate(&self) {
         lock(&self.inner.stale_since).get_or_insert_with(Instant::now);
+        self.inner.wake.notify_one();
     }
 
     fn is_stale(&self) -> bool {
@@ -433,27 +440,33 @@ pub fn check_code(code: i16, message: Option<&str>, context: &str) -> Result<(),
     }
 }
 
-/// Keeps tracked topics fresh every `metadata_max_age`, and sooner when invalidated. Ends when
-/// the last client handle is dropped.
-async fn periodic_refresh(inner: Weak<Inner>) {
+/// Keeps tracked topics fresh every `metadata_max_age`, and soon after an `invalidate`.
+/// Sleeps between those events (an idle client does not wake), holds only a weak reference,
+/// and ends when the last client handle is dropped.
+async fn periodic_refresh(inner: Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        let (max_age, stale_poll) = match inner.upgrade() {
+        let (max_age, gap) = match inner.upgrade() {
             Some(i) => (i.config.metadata_max_age, i.config.retry_backoff.initial),
             None => return,
         };
-        let start = Instant::now();
-        loop {
-            tokio::time::sleep(stale_poll.max(std::time::Duration::from_millis(10))).await;
-            let Some(i) = inner.upgrade() else { return };
-            let stale = lock(&i.stale_since).is_some();
-            if stale || start.elapsed() >= max_age {
-                break;
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(max_age) => {}
+            _ = wake.notified() => {}
         }
+        // Coalesce a burst of invalidations into one refresh, and pace refreshes while a
+        // broker is down.
+        tokio::time::sleep(gap.max(std::time::Duration::from_millis(10))).await;
         let Some(i) = inner.upgrade() else { return };
         let client = Client { inner: i };
-        // A failed background refresh is retried on the next tick; callers see errors on their
-        // own lookups.
+        // A failed background refresh is retried on the next wake; callers see errors on
+        // their own lookups.
         let _ = client.refresh_metadata().await;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Lets the refresher see the client is gone instead of sleeping out metadata_max_age.
+        self.wake.notify_one();
     }
 }
