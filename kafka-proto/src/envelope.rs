@@ -5,9 +5,10 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
+use crate::error_code::ErrorCode;
 use crate::frame::{begin_frame, finish_frame};
 use crate::message::{Message, Request, Response};
-use crate::messages::{RequestHeader, ResponseHeader};
+use crate::messages::{ApiKey, RequestHeader, ResponseHeader};
 use crate::version::{request_header_version, response_header_version};
 use crate::wire::{Decode, Encode};
 
@@ -56,6 +57,15 @@ pub fn decode_response<R: Response>(
     version: i16,
 ) -> Result<(ResponseHeader, R), DecodeError> {
     let header = ResponseHeader::decode(&mut frame, response_header_version(R::API_KEY, version))?;
+    // KIP-511: a broker that does not know the ApiVersions version it was sent answers
+    // UNSUPPORTED_VERSION in the v0 layout, whatever the version, so that body is read as v0.
+    let version = if R::API_KEY == ApiKey::ApiVersions
+        && frame.get(..2) == Some(&ErrorCode::UnsupportedVersion.code().to_be_bytes()[..])
+    {
+        0
+    } else {
+        version
+    };
     let body = decode_exact::<R>(frame, version)?;
     Ok((header, body))
 }

@@ -284,16 +284,6 @@ impl Connection {
             // The tasks are gone: the runtime is shutting down.
             Err(_) => return Err(self.closed(Arc::new(ConnectionFailure::Dropped))),
         };
-        // KIP-511: a broker that does not know our ApiVersions version answers
-        // UNSUPPORTED_VERSION in the v0 layout (header v0, then the error code), whatever
-        // version we sent, so that reply must be read as v0.
-        let version = if R::API_KEY == ApiKey::ApiVersions
-            && frame.get(4..6) == Some(&ErrorCode::UnsupportedVersion.code().to_be_bytes()[..])
-        {
-            0
-        } else {
-            version
-        };
         let (_header, body) = decode_response::<R::Response>(frame, version).inspect_err(|e| {
             // A body we cannot parse means we may be out of step with the peer.
             lock(&self.shared).fail(ConnectionFailure::Frame(e.clone()));
