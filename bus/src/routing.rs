@@ -12,7 +12,7 @@ use kafka_proto::{ErrorCode, Request};
 
 use crate::client::Client;
 use crate::connection::Connection;
-use crate::error::{Error, RequestError};
+use crate::error::Error;
 
 /// Sends to broker `node` a request built by `build` for the version that broker will receive.
 /// A connection failure drops the pooled connection and marks metadata stale, as
@@ -34,13 +34,9 @@ pub(crate) async fn send_versioned_on<R: Request>(
 ) -> Result<R::Response, Error> {
     let version = conn.version_for::<R>()?;
     let req = build(version)?;
-    conn.send_at(&req, version).await.map_err(|e| {
-        if matches!(e, RequestError::ConnectionClosed { .. }) {
-            client.forget_connection(conn);
-            client.invalidate();
-        }
-        Error::from(e)
-    })
+    conn.send_at(&req, version)
+        .await
+        .map_err(|e| client.request_failed(conn, e))
 }
 
 /// Whether a partition-level error says the client asked the wrong broker, or asked with an

@@ -332,16 +332,20 @@ impl Client {
     /// marks metadata stale, so the caller's retry dials afresh and re-routes.
     pub async fn send_to<R: Request>(&self, node_id: i32, req: &R) -> Result<R::Response, Error> {
         let conn = self.broker(node_id).await?;
-        match conn.send(req).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => {
-                if matches!(e, RequestError::ConnectionClosed { .. }) {
-                    self.forget_connection(&conn);
-                    self.invalidate();
-                }
-                Err(e.into())
-            }
+        conn.send(req)
+            .await
+            .map_err(|e| self.request_failed(&conn, e))
+    }
+
+    /// What every routed request does when it fails: a closed connection is dropped from the
+    /// pool and metadata marked stale, so the caller's retry dials afresh and re-routes.
+    /// Returns the error as the client's.
+    pub fn request_failed(&self, conn: &Connection, e: RequestError) -> Error {
+        if matches!(e, RequestError::ConnectionClosed { .. }) {
+            self.forget_connection(conn);
+            self.invalidate();
         }
+        e.into()
     }
 
     /// Sends `req` to any broker (for cluster-wide requests such as ListGroups or Metadata).

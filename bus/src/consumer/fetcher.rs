@@ -19,7 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::fetch_response::{FetchedPartition, process_partition};
 use crate::client::Client;
-use crate::error::{Error, RequestError};
+use crate::error::Error;
 use crate::offsets::IsolationLevel;
 
 /// Fetch topics by id from this version on.
@@ -195,13 +195,10 @@ async fn fetch(
     let conn = client.broker(node).await?;
     let version = choose_version(conn.version_for::<FetchRequest>()?, entries);
     let req = build_request(entries, params, version);
-    let resp = conn.send_at(&req, version).await.map_err(|e| {
-        if matches!(e, RequestError::ConnectionClosed { .. }) {
-            client.forget_connection(&conn);
-            client.invalidate();
-        }
-        Error::from(e)
-    })?;
+    let resp = conn
+        .send_at(&req, version)
+        .await
+        .map_err(|e| client.request_failed(&conn, e))?;
     process_response(node, entries, resp, version, params)
 }
 

@@ -95,13 +95,7 @@ impl Cluster for Client {
             match result {
                 Ok(Some(resp)) => RequestOutcome::Answered(resp),
                 Ok(None) => RequestOutcome::Queued,
-                Err(e) => {
-                    if matches!(e, RequestError::ConnectionClosed { .. }) {
-                        client.forget_connection(&conn);
-                        client.invalidate();
-                    }
-                    RequestOutcome::Failed(e.into())
-                }
+                Err(e) => RequestOutcome::Failed(client.request_failed(&conn, e).into()),
             }
         })
     }
