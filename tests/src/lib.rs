@@ -173,3 +173,64 @@ impl TestConnection {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 }
+
+/// Milliseconds since the epoch, for record timestamps and timestamp lookups.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// tansu names its cluster this; tests that assert Kafka's exact answers check it to assert
+/// tansu's documented departures instead.
+pub fn is_tansu(client: &bus::Client) -> bool {
+    client.metadata().cluster_id.as_deref() == Some("tansu_cluster")
+}
+
+/// A client for `addr` and a fresh topic of `partitions` partitions (replication 1).
+pub async fn client_with_topic(addr: &str, prefix: &str, partitions: i32) -> (bus::Client, String) {
+    let client = bus::Client::connect(bus::ClientConfig::new([addr]))
+        .await
+        .unwrap();
+    let topic = unique_topic(prefix);
+    client
+        .admin()
+        .create_topic(
+            bus::admin::NewTopic::new(&topic)
+                .partitions(partitions)
+                .replication_factor(1),
+        )
+        .await
+        .unwrap();
+    (client, topic)
+}
+
+/// Sends one already-encoded batch to the partition's leader with acks=all, independent of
+/// the producer under test; returns its base offset, or the broker's error code.
+pub async fn produce_batch(
+    client: &bus::Client,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> Result<i64, kafka_proto::ErrorCode> {
+    use kafka_proto::messages::ProduceRequest;
+    use kafka_proto::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = topic.into();
+    t.partition_data.push(p);
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data.push(t);
+    let leader = client.leader(topic, partition).await.unwrap();
+    let resp = client.send_to(leader, &req).await.unwrap();
+    let part = &resp.responses[0].partition_responses[0];
+    match kafka_proto::ErrorCode::from_code(part.error_code) {
+        kafka_proto::ErrorCode::None => Ok(part.base_offset),
+        code => Err(code),
+    }
+}

@@ -17,25 +17,12 @@ use std::time::Duration;
 use bus::admin::{Admin, AlterConfigOp, ConfigResource, IsolationLevel, NewTopic, OffsetSpec};
 use bus::{Client, ClientConfig, Error, RequestError};
 use bytes::BytesMut;
-use integration_tests::{bootstrap, unique_topic};
-use kafka_proto::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_proto::messages::{CreatePartitionsRequest, ProduceRequest};
+use integration_tests::{bootstrap, is_tansu, now_ms, produce_batch, unique_topic};
+use kafka_proto::messages::CreatePartitionsRequest;
 use kafka_proto::records::{BatchEncoder, BatchParams};
 use kafka_proto::{ApiKey, ErrorCode, VersionError};
 
 const T0: i64 = 1_710_000_000_000;
-
-/// tansu names its cluster this; see the module docs for what it answers differently.
-fn is_tansu(admin: &Admin) -> bool {
-    admin.client().metadata().cluster_id.as_deref() == Some("tansu_cluster")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 async fn admin(addr: &str) -> Admin {
     Client::connect(ClientConfig::new([addr]))
@@ -53,22 +40,9 @@ async fn produce(client: &Client, topic: &str, partition: i32, timestamps: &[i64
             .append(*ts, None, Some(format!("r{i}").as_bytes()), &[])
             .unwrap();
     }
-    let records = batch.finish().unwrap();
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = topic.into();
-    t.partition_data.push(p);
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 10_000;
-    req.topic_data.push(t);
-    let leader = client.leader(topic, partition).await.unwrap();
-    let resp = client.send_to(leader, &req).await.unwrap();
-    let part = &resp.responses[0].partition_responses[0];
-    assert_eq!(part.error_code, 0, "{resp:?}");
-    part.base_offset
+    produce_batch(client, topic, partition, batch.finish().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -136,7 +110,7 @@ async fn topics_are_created_with_configs_and_per_topic_errors_are_typed() {
     let result = admin
         .create_topic(NewTopic::new(&bad).partitions(0).replication_factor(1))
         .await;
-    if is_tansu(&admin) {
+    if is_tansu(admin.client()) {
         assert_eq!(result.unwrap().partitions, Some(0));
         admin.delete_topic(&bad).await.unwrap();
     } else {
@@ -320,7 +294,7 @@ async fn offsets_are_listed_per_leader_by_earliest_latest_and_timestamp() {
     let t_second = now_ms();
     let base = produce(admin.client(), &topic, 0, &[t_second, t_second + 1]).await;
     assert_eq!(base, 3);
-    let tansu = is_tansu(&admin);
+    let tansu = is_tansu(admin.client());
 
     let t = topic.as_str();
     let earliest = admin

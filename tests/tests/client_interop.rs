@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bus::admin::NewTopic;
 use bus::consumer::{ConsumerConfig, Offset, PartitionConsumer};
 use bus::producer::{Producer, ProducerConfig, Record};
-use bus::{Client, ClientConfig};
-use integration_tests::{bootstrap, unique_topic};
+use integration_tests::{bootstrap, client_with_topic};
 use kafka_proto::compression::Compression;
 
 const RECORDS: usize = 100_000;
@@ -91,19 +89,8 @@ fn check(who: &str, seen: &[(i32, i64, String, usize)]) {
 async fn round_trip(codec: Compression) {
     let Some(addr) = bootstrap() else { return };
     let confluent = confluent_available();
-    let client = Client::connect(ClientConfig::new([addr.as_str()]))
-        .await
-        .unwrap();
-    let topic = unique_topic(&format!("interop-{codec:?}").to_lowercase());
-    client
-        .admin()
-        .create_topic(
-            NewTopic::new(&topic)
-                .partitions(PARTITIONS)
-                .replication_factor(1),
-        )
-        .await
-        .unwrap();
+    let prefix = format!("interop-{codec:?}").to_lowercase();
+    let (client, topic) = client_with_topic(&addr, &prefix, PARTITIONS).await;
 
     let producer = Producer::new(client.clone(), ProducerConfig::default().compression(codec))
         .await

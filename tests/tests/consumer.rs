@@ -19,71 +19,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus::admin::NewTopic;
 use bus::consumer::{AutoOffsetReset, ConsumerConfig, ConsumerRecord, Offset, PartitionConsumer};
-use bus::{Client, ClientConfig, Error};
-use bytes::{Bytes, BytesMut};
-use integration_tests::{bootstrap, unique_topic};
+use bus::{Client, Error};
+use bytes::BytesMut;
+use integration_tests::{bootstrap, client_with_topic, is_tansu, now_ms, produce_batch};
 use kafka_proto::ErrorCode;
-use kafka_proto::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_proto::messages::{InitProducerIdRequest, ProduceRequest};
+use kafka_proto::messages::InitProducerIdRequest;
 use kafka_proto::records::{BatchEncoder, BatchParams, Compression, ControlRecord};
 
 /// Long enough for a loaded CI machine; a healthy run takes well under a second per wait.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn is_tansu(client: &Client) -> bool {
-    client.metadata().cluster_id.as_deref() == Some("tansu_cluster")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-async fn setup(addr: &str, prefix: &str, partitions: i32) -> (Client, String) {
-    let client = Client::connect(ClientConfig::new([addr])).await.unwrap();
-    let topic = unique_topic(prefix);
-    client
-        .admin()
-        .create_topic(
-            NewTopic::new(&topic)
-                .partitions(partitions)
-                .replication_factor(1),
-        )
-        .await
-        .unwrap();
-    (client, topic)
-}
-
-/// Sends one already-encoded batch to the partition's leader; returns its base offset, or the
-/// broker's error code.
-async fn produce_raw(
-    client: &Client,
-    topic: &str,
-    partition: i32,
-    records: Bytes,
-) -> Result<i64, ErrorCode> {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = topic.into();
-    t.partition_data.push(p);
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 10_000;
-    req.topic_data.push(t);
-    let leader = client.leader(topic, partition).await.unwrap();
-    let resp = client.send_to(leader, &req).await.unwrap();
-    let part = &resp.responses[0].partition_responses[0];
-    match ErrorCode::from_code(part.error_code) {
-        ErrorCode::None => Ok(part.base_offset),
-        code => Err(code),
-    }
-}
 
 /// One batch of (key, value) records with a `seq` header, timestamped `ts`.
 async fn produce(
@@ -113,7 +58,7 @@ async fn produce(
             )
             .unwrap();
     }
-    produce_raw(client, topic, partition, batch.finish().unwrap())
+    produce_batch(client, topic, partition, batch.finish().unwrap())
         .await
         .unwrap_or_else(|code| panic!("produce to {topic}-{partition}: {code}"))
 }
@@ -157,7 +102,7 @@ fn value(r: &ConsumerRecord) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_every_record_of_a_multi_partition_topic_in_partition_order() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-all", 3).await;
+    let (client, topic) = client_with_topic(&addr, "consume-all", 3).await;
     let ts = now_ms();
     // 3 partitions x 4 batches of 50 keyed records; partition p gets keys with i % 3 == p.
     let mut expected: BTreeMap<i32, Vec<String>> = BTreeMap::new();
@@ -219,7 +164,7 @@ async fn reads_every_record_of_a_multi_partition_topic_in_partition_order() {
 #[tokio::test]
 async fn the_stream_yields_records_and_positions_follow_what_it_yielded() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-stream", 1).await;
+    let (client, topic) = client_with_topic(&addr, "consume-stream", 1).await;
     produce(
         &client,
         &topic,
@@ -269,7 +214,7 @@ async fn the_stream_yields_records_and_positions_follow_what_it_yielded() {
 #[tokio::test]
 async fn seeks_to_an_offset_the_earliest_the_latest_and_a_timestamp() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-seek", 1).await;
+    let (client, topic) = client_with_topic(&addr, "consume-seek", 1).await;
     let tansu = is_tansu(&client);
     // Offsets 0-49 in batches of 10, then (later) 50-59.
     let t_first = now_ms();
@@ -368,7 +313,7 @@ async fn seeks_to_an_offset_the_earliest_the_latest_and_a_timestamp() {
 #[tokio::test]
 async fn a_position_outside_the_log_follows_the_reset_policy() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-reset", 1).await;
+    let (client, topic) = client_with_topic(&addr, "consume-reset", 1).await;
     produce(
         &client,
         &topic,
@@ -437,7 +382,7 @@ async fn a_position_outside_the_log_follows_the_reset_policy() {
 #[tokio::test]
 async fn batches_of_every_codec_are_read() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-codecs", 1).await;
+    let (client, topic) = client_with_topic(&addr, "consume-codecs", 1).await;
     let codecs = [
         Compression::Gzip,
         Compression::Snappy,
@@ -477,7 +422,7 @@ async fn batches_of_every_codec_are_read() {
 #[tokio::test]
 async fn batches_larger_than_the_fetch_limits_still_arrive() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-big", 2).await;
+    let (client, topic) = client_with_topic(&addr, "consume-big", 2).await;
     // 8 KiB batches against 1 KiB partition and 2 KiB response limits, on two partitions so
     // one of them is not first in the response.
     let big: Vec<(String, String)> = (0..8)
@@ -515,7 +460,7 @@ async fn batches_larger_than_the_fetch_limits_still_arrive() {
 #[tokio::test]
 async fn paused_partitions_are_not_read_until_resumed() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-pause", 2).await;
+    let (client, topic) = client_with_topic(&addr, "consume-pause", 2).await;
     produce(
         &client,
         &topic,
@@ -560,7 +505,7 @@ async fn paused_partitions_are_not_read_until_resumed() {
 #[tokio::test]
 async fn transaction_markers_are_never_delivered() {
     let Some(addr) = bootstrap() else { return };
-    let (client, topic) = setup(&addr, "consume-markers", 1).await;
+    let (client, topic) = client_with_topic(&addr, "consume-markers", 1).await;
     let ts = now_ms();
     // A producer id the broker issued, so it accepts the producer's batches.
     let mut init = InitProducerIdRequest::default();
@@ -601,8 +546,8 @@ async fn transaction_markers_are_never_delivered() {
         .unwrap();
     let marker = marker.finish().unwrap();
 
-    produce_raw(&client, &topic, 0, data).await.unwrap();
-    let marker_result = produce_raw(&client, &topic, 0, marker).await;
+    produce_batch(&client, &topic, 0, data).await.unwrap();
+    let marker_result = produce_batch(&client, &topic, 0, marker).await;
     if !is_tansu(&client) {
         // Kafka only lets transaction coordinators write markers.
         assert!(

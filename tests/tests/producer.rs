@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bus::admin::create_topic_request;
 use bus::producer::{Acks, Producer, ProducerConfig, Record, RecordMetadata};
 use bus::{Client, ClientConfig};
 use bytes::Bytes;
 use integration_tests::fault_proxy::{FaultPlan, FaultProxy};
-use integration_tests::{bootstrap, fetch_from_start, unique_topic};
+use integration_tests::{bootstrap, client_with_topic, fetch_from_start};
 use kafka_proto::Uuid;
 use kafka_proto::compression::Compression;
 use kafka_proto::messages::FetchRequest;
@@ -37,13 +36,7 @@ struct Stored {
 }
 
 async fn setup(addr: &str, prefix: &str, partitions: i32) -> (Client, Arc<str>) {
-    let client = Client::connect(ClientConfig::new([addr])).await.unwrap();
-    let topic = unique_topic(prefix);
-    let created = client
-        .send_to_controller(&create_topic_request(&topic, partitions, 1))
-        .await
-        .unwrap();
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    let (client, topic) = client_with_topic(addr, prefix, partitions).await;
     (client, topic.into())
 }
 
