@@ -90,6 +90,13 @@ impl Compression {
             Compression::Zstd => "zstd",
         }
     }
+
+    /// The codec a `compression.type` name stands for (the inverse of [`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Compression> {
+        (0..=4)
+            .filter_map(Compression::from_id)
+            .find(|c| c.name() == name)
+    }
 }
 
 impl fmt::Display for Compression {
@@ -249,6 +256,16 @@ pub(crate) fn read_bounded<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_map_back_to_their_codec() {
+        for id in 0..=4 {
+            let c = Compression::from_id(id).unwrap();
+            assert_eq!(Compression::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Compression::from_name("brotli"), None);
+        assert_eq!(Compression::from_name("GZIP"), None);
+    }
 
     fn sample() -> Vec<u8> {
         let mut v = Vec::new();

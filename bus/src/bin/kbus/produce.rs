@@ -20,16 +20,8 @@ pub fn parse_acks(s: &str) -> Result<Acks, String> {
 }
 
 pub fn parse_compression(s: &str) -> Result<Compression, String> {
-    match s {
-        "none" => Ok(Compression::None),
-        "gzip" => Ok(Compression::Gzip),
-        "snappy" => Ok(Compression::Snappy),
-        "lz4" => Ok(Compression::Lz4),
-        "zstd" => Ok(Compression::Zstd),
-        other => Err(format!(
-            "--compression: {other:?} is not none, gzip, snappy, lz4 or zstd"
-        )),
-    }
+    Compression::from_name(s)
+        .ok_or_else(|| format!("--compression: {s:?} is not none, gzip, snappy, lz4 or zstd"))
 }
 
 /// Producer options shared by `produce` and `bench produce`. acks other than all turns
