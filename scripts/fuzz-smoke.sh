@@ -7,7 +7,8 @@ SECONDS_EACH="${1:-30}"
 cd "$ROOT/fuzz"
 mkdir -p artifacts
 cargo +nightly fuzz build
-BIN="target/x86_64-unknown-linux-gnu/release"
+# cargo-fuzz builds into $CARGO_TARGET_DIR when it is set, else fuzz/target.
+BIN="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
 for target in $(cargo +nightly fuzz list); do
   scratch="$(mktemp -d)"
   mkdir -p "corpus/$target"

@@ -37,6 +37,15 @@ pub enum RequestError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// TLS or SASL failed (an untrusted certificate, a wrong password). Never retriable:
+    /// dialing again would fail the same way, and a wrong password must not turn into a
+    /// reconnect storm against the broker.
+    #[error("cannot secure the connection to {addr}: {source}")]
+    Security {
+        addr: String,
+        #[source]
+        source: Arc<crate::security::SecurityError>,
+    },
 }
 
 /// What broke a connection. Shared (behind an `Arc`) by every request that was in flight.
@@ -53,6 +62,9 @@ pub enum ConnectionFailure {
     UnknownCorrelationId(i32),
     #[error("the connection was dropped")]
     Dropped,
+    /// Re-authentication (KIP-368) failed, so the session could not be extended.
+    #[error("re-authentication failed: {0}")]
+    Reauthentication(RequestError),
 }
 
 /// What a client operation (metadata, admin, produce, fetch) can fail with. The broker variant
@@ -75,6 +87,14 @@ pub enum Error {
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: i32 },
+    /// A group's offsets cannot be changed from outside while it has members: one of them
+    /// would overwrite the change with its next commit (and Kafka refuses it).
+    #[error("group {group:?} is {state} with {members} member(s); stop its consumers first")]
+    GroupNotEmpty {
+        group: String,
+        state: String,
+        members: usize,
+    },
     /// None of the bootstrap brokers could be reached.
     #[error("no broker reachable (tried {tried}): {last}")]
     NoBrokerReachable { tried: String, last: RequestError },
@@ -129,6 +149,31 @@ pub enum Error {
     /// partition that is not assigned).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An offset commit was refused because this member no longer owns the generation it
+    /// committed under (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, or the
+    /// member was never in a group): its partitions may already belong to another member, so
+    /// retrying the same commit would be wrong. Rejoin (the next `poll`) and process again.
+    #[error("commit failed, the group rebalanced: {}{}", code.name(), .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    CommitFailed {
+        code: ErrorCode,
+        message: Option<String>,
+    },
+    /// Another consumer joined with the same `group_instance_id` (KIP-345); this one is
+    /// fenced for good.
+    #[error("fenced: another consumer uses group instance id {instance_id:?}")]
+    FencedInstanceId { instance_id: String },
+    /// A partition has no committed offset and the reset policy is `None`: the application
+    /// must seek it.
+    #[error("no committed offset for {topic}-{partition} and auto_offset_reset is none")]
+    NoCommittedOffset { topic: String, partition: i32 },
+    /// The consumer group failed in a way retrying cannot fix (an unsupported protocol, an
+    /// invalid session timeout, an authorization failure), with the broker's code.
+    #[error("group {group}: {}{}", code.name(), .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Group {
+        group: String,
+        code: ErrorCode,
+        message: Option<String>,
+    },
 }
 
 impl Error {
@@ -157,13 +202,23 @@ impl Error {
     /// The Kafka error code, when the broker sent one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Broker { code, .. } => Some(*code),
+            Error::Broker { code, .. }
+            | Error::CommitFailed { code, .. }
+            | Error::Group { code, .. } => Some(*code),
             _ => None,
         }
     }
 }
 
 impl RequestError {
+    /// The TLS or SASL failure, when that is what this is.
+    pub fn security(&self) -> Option<&crate::security::SecurityError> {
+        match self {
+            RequestError::Security { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// Connection-level failures are worth a retry on a new connection; codec and version
     /// errors are not.
     pub fn is_retriable(&self) -> bool {

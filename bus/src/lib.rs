@@ -11,13 +11,20 @@ pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod event_bus;
+pub mod group;
 pub mod offsets;
 pub mod producer;
 mod routing;
+pub mod security;
 
 pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig};
 pub use error::{Error, RequestError};
+pub use group::{
+    AssignorKind, GroupConfig, GroupConsumer, NoopListener, RebalanceContext, RebalanceListener,
+    TopicPartition, TopicPartitionOffset,
+};
 
 /// The README's Rust examples, compiled (and where they need no broker, run) as doctests so
 /// they cannot rot. They live here because `bus` sees every crate the examples use.

@@ -7,7 +7,10 @@
 //!   was negotiated on. [`send_versioned`] does that in one place.
 //! - Which partition-level error codes mean "the client's metadata is stale, refresh and
 //!   re-route" rather than "this request is wrong" ([`is_stale_metadata`]).
+//! - Where a consumer group's coordinator is ([`find_group_coordinator`]), for the group
+//!   member and the group admin alike.
 
+use kafka_proto::messages::FindCoordinatorRequest;
 use kafka_proto::{ErrorCode, Request};
 
 use crate::client::Client;
@@ -24,6 +27,21 @@ pub(crate) async fn send_versioned<R: Request>(
 ) -> Result<R::Response, Error> {
     let conn = client.broker(node).await?;
     send_versioned_on(client, &conn, build).await
+}
+
+/// [`send_versioned`] waiting up to `timeout` for the answer (JoinGroup: a rebalance).
+pub(crate) async fn send_versioned_with_timeout<R: Request>(
+    client: &Client,
+    node: i32,
+    timeout: std::time::Duration,
+    build: impl FnOnce(i16) -> Result<R, Error>,
+) -> Result<R::Response, Error> {
+    let conn = client.broker(node).await?;
+    let version = conn.version_for::<R>()?;
+    let req = build(version)?;
+    conn.send_at_with_timeout(&req, version, timeout)
+        .await
+        .map_err(|e| client.request_failed(&conn, e))
 }
 
 /// [`send_versioned`] on a connection the caller already holds (the controller, any broker).
@@ -55,6 +73,52 @@ pub(crate) fn is_stale_metadata(code: ErrorCode) -> bool {
             | ErrorCode::KafkaStorageError
             | ErrorCode::NotController
     )
+}
+
+/// FindCoordinator's key type for a consumer group (1 is a transactional id).
+const GROUP_KEY_TYPE: i8 = 0;
+
+/// One FindCoordinator for consumer group `group`, asked of any broker: the coordinator's node
+/// id. v4+ batches keys (KIP-699); older versions take one key. A coordinator the broker names
+/// as node -1 without an error is COORDINATOR_NOT_AVAILABLE, which is retriable. The caller
+/// decides how to retry.
+pub(crate) async fn find_group_coordinator(client: &Client, group: &str) -> Result<i32, Error> {
+    let conn = client.any_broker().await?;
+    let resp = send_versioned_on(client, &conn, |version| {
+        let mut req = FindCoordinatorRequest {
+            key_type: GROUP_KEY_TYPE,
+            ..Default::default()
+        };
+        if version >= 4 {
+            req.coordinator_keys = vec![group.to_owned()];
+        } else {
+            req.key = group.to_owned();
+        }
+        Ok(req)
+    })
+    .await?;
+    let (code, message, node) = if let Some(c) = resp.coordinators.iter().find(|c| c.key == group) {
+        (c.error_code, c.error_message.clone(), c.node_id)
+    } else if resp.coordinators.is_empty() {
+        (resp.error_code, resp.error_message.clone(), resp.node_id)
+    } else {
+        return Err(Error::Protocol(format!(
+            "FindCoordinator lacks group {group:?}"
+        )));
+    };
+    match ErrorCode::from_code(code) {
+        ErrorCode::None if node >= 0 => Ok(node),
+        ErrorCode::None => Err(Error::broker(
+            ErrorCode::CoordinatorNotAvailable,
+            message,
+            format!("coordinator of group {group}"),
+        )),
+        code => Err(Error::broker(
+            code,
+            message,
+            format!("coordinator of group {group}"),
+        )),
+    }
 }
 
 #[cfg(test)]

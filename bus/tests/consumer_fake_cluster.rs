@@ -6,6 +6,9 @@
 //! partition, whose log is `log_start..log_start + values.len()`; fetches go through the
 //! real client, connection and decoder.
 
+mod common;
+
+use common::scripted::{FrameReader, api_key, api_versions, reply};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +17,6 @@ use bus::consumer::{AutoOffsetReset, ConsumerConfig, ConsumerRecord, Offset, Par
 use bus::{Client, ClientConfig, Error};
 use bytes::{Bytes, BytesMut};
 use kafka_proto::envelope::decode_request;
-use kafka_proto::messages::api_versions_response::ApiVersion;
 use kafka_proto::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_proto::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -23,13 +25,11 @@ use kafka_proto::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_proto::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ResponseHeader,
+    ApiVersionsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse,
 };
 use kafka_proto::records::{BatchEncoder, BatchParams};
-use kafka_proto::version::response_header_version;
-use kafka_proto::{ApiKey, Encode, ErrorCode, FrameSplitter, Response, Uuid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kafka_proto::{ApiKey, ErrorCode, Uuid};
 use tokio::net::{TcpListener, TcpStream};
 
 const TOPIC_ID: Uuid = Uuid([7; 16]);
@@ -106,47 +106,19 @@ impl FakeCluster {
     }
 }
 
-async fn reply<R: Response>(stream: &mut TcpStream, correlation_id: i32, version: i16, body: &R) {
-    let mut frame = BytesMut::new();
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    header
-        .encode(&mut frame, response_header_version(R::API_KEY, version))
-        .unwrap();
-    body.encode(&mut frame, version).unwrap();
-    let _ = stream.write_all(&(frame.len() as i32).to_be_bytes()).await;
-    let _ = stream.write_all(&frame).await;
-}
-
 async fn serve(node: i32, ports: [u16; 2], mut stream: TcpStream, state: Arc<Mutex<State>>) {
-    let mut splitter = FrameSplitter::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let frame: Bytes = loop {
-            if let Some(f) = splitter.next_frame().unwrap() {
-                break f;
-            }
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => splitter.push(&buf[..n]),
-            }
-        };
-        let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let mut reader = FrameReader::new();
+    while let Some(frame) = reader.next(&mut stream).await {
+        let key = api_key(&frame);
         match key {
             k if k == ApiKey::ApiVersions as i16 => {
                 let (h, _) = decode_request::<ApiVersionsRequest>(frame).unwrap();
-                let mut resp = ApiVersionsResponse::default();
-                for (k, max) in [
+                let resp = api_versions(&[
                     (ApiKey::ApiVersions, 4),
                     (ApiKey::Metadata, 12),
                     (ApiKey::ListOffsets, 9),
                     (ApiKey::Fetch, 12),
-                ] {
-                    let mut v = ApiVersion::default();
-                    v.api_key = k as i16;
-                    v.max_version = max;
-                    resp.api_keys.push(v);
-                }
+                ]);
                 reply(&mut stream, h.correlation_id, h.request_api_version, &resp).await;
             }
             k if k == ApiKey::Metadata as i16 => {

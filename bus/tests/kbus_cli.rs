@@ -2,63 +2,14 @@
 //! and one-line errors with a non-zero exit for bad flags, unknown topics and unreachable
 //! brokers. Broker tests need `KAFKA_BOOTSTRAP`; under `CI=true` its absence is a failure.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn kbus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kbus"))
-}
-
-fn broker() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "KAFKA_BOOTSTRAP is not set and CI=true");
-            eprintln!("note: KAFKA_BOOTSTRAP not set; skipping");
-            None
-        }
-    }
-}
-
-fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = kbus()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "kbus failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn topic(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use common::kbus::{broker, ok, run, unique};
 
 #[test]
 fn produce_lines_then_consume_them_back() {
     let Some(b) = broker() else { return };
-    let t = topic("kbus-cli");
+    let t = unique("kbus-cli");
     ok(&run(
         &[
             "-b",
@@ -151,7 +102,7 @@ fn produce_lines_then_consume_them_back() {
 #[test]
 fn bench_prints_one_valid_json_line() {
     let Some(b) = broker() else { return };
-    let t = topic("kbus-bench-cli");
+    let t = unique("kbus-bench-cli");
     for mode in ["produce", "consume"] {
         let mut args = vec![
             "-b", &b, "bench", mode, "-t", &t, "--count", "20000", "--size", "64",
@@ -210,7 +161,7 @@ fn mistakes_give_one_line_and_a_failure_exit() {
     }
     if let Some(b) = broker() {
         let out = run(
-            &["-b", &b, "consume", "-t", &topic("kbus-missing"), "-e"],
+            &["-b", &b, "consume", "-t", &unique("kbus-missing"), "-e"],
             "",
         );
         assert!(!out.status.success());

@@ -9,6 +9,8 @@
 
 #[cfg(feature = "testcontainers")]
 pub mod container;
+pub mod event_bus_suite;
+pub mod fake;
 pub mod fault_proxy;
 
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
-//! Cluster administration over a [`Client`]: topics and partitions, configs, offsets and the
-//! cluster's shape.
+//! Cluster administration over a [`Client`]: topics and partitions, configs, offsets, consumer
+//! groups and the cluster's shape.
 //!
 //! Routing follows Kafka's rules: topic changes go to the controller (a KRaft broker forwards
 //! them, but the controller id from Metadata is still the cheapest hop), broker-scoped config
@@ -17,13 +17,19 @@
 mod cluster;
 mod config;
 mod configs;
+mod groups;
 mod offsets;
 mod requests;
 mod topics;
+mod watermarks;
 
 pub use cluster::ClusterDescription;
 pub use config::AdminConfig;
 pub use configs::{AlterConfigOp, ConfigEntry, ConfigResource, ConfigSource, ConfigSynonym};
+pub use groups::{
+    CommittedOffset, GroupDescription, GroupListing, GroupMember, GroupState, MemberAssignment,
+    OffsetReset, PartitionLag, ResetSpec,
+};
 pub use requests::{TOPIC_CHANGE_TIMEOUT_MS, create_topic_request, delete_topics_request};
 pub use topics::{CreatedTopic, NewTopic, TopicListing};
 

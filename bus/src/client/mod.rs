@@ -298,8 +298,11 @@ impl Client {
         }
         let known: Vec<i32> = self.metadata().brokers.keys().copied().collect();
         for node in known {
-            if let Ok(conn) = self.broker(node).await {
-                return Ok(conn);
+            match self.broker(node).await {
+                Ok(conn) => return Ok(conn),
+                // TLS or SASL refused us: every broker will, so say so now.
+                Err(Error::Request(e)) if e.security().is_some() => return Err(e.into()),
+                Err(_) => {}
             }
         }
         self.bootstrap().await
@@ -318,6 +321,9 @@ impl Client {
                         *lock(&self.inner.bootstrap_conn) = Some(conn.clone());
                         return Ok(conn);
                     }
+                    // A TLS or SASL failure is final: no other address or retry fixes a
+                    // wrong password, and retrying would hammer the broker's auth.
+                    Err(e) if e.security().is_some() => return Err(e.into()),
                     Err(e) => last = Some(e),
                 }
             }

@@ -6,6 +6,9 @@ use std::time::Duration;
 use kafka_proto::ApiKey;
 use kafka_proto::frame::DEFAULT_MAX_FRAME_SIZE;
 
+use super::Dialer;
+use crate::security::SecurityConfig;
+
 /// Options for one broker connection.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -27,6 +30,12 @@ pub struct ConnectionConfig {
     pub max_in_flight_frames: usize,
     /// Per-API version pins; negotiation fails rather than silently sending another version.
     pub version_pins: HashMap<ApiKey, i16>,
+    /// Where connections come from. Default `None`: TCP to the address. Tests set an
+    /// in-process fake broker here.
+    pub dialer: Option<Dialer>,
+    /// TLS and SASL. Default plaintext. TLS wraps whatever the dialer returns; SASL runs
+    /// after ApiVersions.
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -40,6 +49,8 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_in_flight_frames: 64,
             version_pins: HashMap::new(),
+            dialer: None,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -60,8 +71,19 @@ impl ConnectionConfig {
         self
     }
 
+    pub fn dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    pub fn security(mut self, security: SecurityConfig) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<(), String> {
+        self.security.validate()?;
         if self.max_in_flight_frames == 0 {
             return Err("max_in_flight_frames must be at least 1".into());
         }

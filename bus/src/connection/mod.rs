@@ -9,16 +9,22 @@
 //! never leaves half a request on the wire (cancel safety), and requests pipeline freely.
 //! Once the connection fails it stays failed: every in-flight and later request gets the same
 //! shared cause, and the client opens a new connection.
+//!
+//! Security (see [`crate::security`]): TLS wraps the dialed stream before anything is sent;
+//! SASL runs after ApiVersions as ordinary requests. Callers' requests pass a gate (a read
+//! lock) that re-authentication takes exclusively, so no request goes out mid-exchange.
 
 mod config;
+pub mod dial;
 pub mod state;
 
 pub use config::ConnectionConfig;
+pub use dial::{BoxTransport, Dial, DialFuture, Dialer, Transport};
 pub use state::{ConnectionState, Event};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_proto::envelope::{decode_response, encode_request};
@@ -27,9 +33,10 @@ use kafka_proto::version::BrokerVersions;
 use kafka_proto::{ApiKey, ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, oneshot};
 
 use crate::error::{ConnectionFailure, RequestError};
+use crate::security::{SecurityError, sasl, tls};
 
 /// How a request ended, as the tasks tell the waiting caller.
 enum Outcome {
@@ -102,6 +109,10 @@ pub struct Connection {
     versions: Arc<BrokerVersions>,
     /// Frames written to the socket so far (the writer publishes it after each write).
     written: tokio::sync::watch::Sender<u64>,
+    /// Held shared by every caller's request, exclusively while re-authenticating. Only SASL
+    /// connections re-authenticate, so only they have one: plain and TLS connections take no
+    /// lock per request.
+    gate: Option<Arc<RwLock<()>>>,
     _closer: Arc<CloseOnDrop>,
 }
 
@@ -129,21 +140,42 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects over TCP and learns the broker's API versions.
+    /// Connects (over TCP, or through the configured [`Dialer`]) and learns the broker's API
+    /// versions.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection, RequestError> {
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        let dial = async {
+            match &config.dialer {
+                Some(dialer) => dialer.dial(addr).await,
+                None => {
+                    let stream = TcpStream::connect(addr).await?;
+                    let _ = stream.set_nodelay(true);
+                    Ok(Box::new(stream) as BoxTransport)
+                }
+            }
+        };
+        let mut stream = tokio::time::timeout(config.connect_timeout, dial)
             .await
             .map_err(|_| RequestError::Timeout(config.connect_timeout))?
             .map_err(|e| RequestError::Connect {
                 addr: addr.to_string(),
                 source: Arc::new(e),
             })?;
-        let _ = stream.set_nodelay(true);
+        if config.security.protocol.uses_tls() {
+            let tls_config = config.security.tls.clone().unwrap_or_default();
+            let handshake = tls::connect(stream, addr, &tls_config);
+            stream = tokio::time::timeout(config.connect_timeout, handshake)
+                .await
+                .map_err(|_| RequestError::Timeout(config.connect_timeout))?
+                .map_err(|e| RequestError::Security {
+                    addr: addr.to_string(),
+                    source: Arc::new(SecurityError::Tls(e)),
+                })?;
+        }
         Connection::handshake(stream, addr, config).await
     }
 
-    /// Runs the connection over any byte stream (a test peer, a TLS stream) and performs the
-    /// ApiVersions handshake.
+    /// Runs the connection over any byte stream (a test peer, a TLS stream), performs the
+    /// ApiVersions handshake and, when the security protocol says so, SASL authentication.
     pub async fn handshake<S>(
         stream: S,
         addr: &str,
@@ -154,6 +186,12 @@ impl Connection {
     {
         let mut conn = Connection::start(stream, addr, config);
         conn.versions = Arc::new(conn.api_versions().await?);
+        if conn.config.security.protocol.uses_sasl()
+            && let Some(sasl) = &conn.config.security.sasl
+            && let Some(lifetime) = sasl::authenticate(&conn, sasl).await?
+        {
+            tokio::spawn(reauthenticate(conn.downgrade(), lifetime));
+        }
         Ok(conn)
     }
 
@@ -187,6 +225,11 @@ impl Connection {
             }),
             permits: Arc::new(Semaphore::new(config.max_in_flight_frames)),
             written,
+            gate: config
+                .security
+                .protocol
+                .uses_sasl()
+                .then(|| Arc::new(RwLock::new(()))),
             config: Arc::new(config),
             shared,
             wakers,
@@ -203,7 +246,9 @@ impl Connection {
         let ours = kafka_proto::version::client_versions(ApiKey::ApiVersions)?;
         let mut version = ours.max;
         loop {
-            let resp = self.send_at(&req, version).await?;
+            let resp = self
+                .send_ungated(&req, version, self.config.request_timeout)
+                .await?;
             let code = ErrorCode::from_code(resp.error_code);
             let versions = BrokerVersions::from_response(&resp);
             if code == ErrorCode::UnsupportedVersion {
@@ -223,6 +268,11 @@ impl Connection {
             }
             return Ok(versions);
         }
+    }
+
+    /// The configured per-request timeout.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.config.request_timeout
     }
 
     /// What the broker said it supports.
@@ -255,6 +305,40 @@ impl Connection {
         req: &R,
         version: i16,
     ) -> Result<R::Response, RequestError> {
+        self.send_at_with_timeout(req, version, self.config.request_timeout)
+            .await
+    }
+
+    /// Sends `req` at exactly `version`, waiting up to `timeout` for the answer instead of the
+    /// configured `request_timeout`: for requests the broker legitimately holds longer
+    /// (JoinGroup waits out a whole rebalance).
+    pub async fn send_at_with_timeout<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: std::time::Duration,
+    ) -> Result<R::Response, RequestError> {
+        let _gate = self.pass_gate().await;
+        self.send_ungated(req, version, timeout).await
+    }
+
+    /// Waits while a re-authentication holds the gate; the guard keeps the next one out until
+    /// this request is answered.
+    async fn pass_gate(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        match &self.gate {
+            Some(gate) => Some(gate.read().await),
+            None => None,
+        }
+    }
+
+    /// Sends without passing the gate: the handshakes, which run before any caller's request
+    /// or while the gate is held exclusively.
+    pub(crate) async fn send_ungated<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: std::time::Duration,
+    ) -> Result<R::Response, RequestError> {
         let frame = self.encode(req, version)?;
         let _permit = self.permit().await?;
         let (tx, rx) = oneshot::channel();
@@ -262,7 +346,7 @@ impl Connection {
             let mut shared = lock(&self.shared);
             let id = shared
                 .state
-                .start_request(now(), frame, self.config.request_timeout)
+                .start_request(now(), frame, timeout)
                 .map_err(|cause| self.closed(cause))?;
             shared.waiters.insert(id, tx);
             id
@@ -278,7 +362,7 @@ impl Connection {
         let frame = match outcome {
             Ok(Outcome::Frame(frame)) => frame,
             Ok(Outcome::TimedOut) => {
-                return Err(RequestError::Timeout(self.config.request_timeout));
+                return Err(RequestError::Timeout(timeout));
             }
             Ok(Outcome::Failed(cause)) => return Err(self.closed(cause)),
             // The tasks are gone: the runtime is shutting down.
@@ -303,6 +387,7 @@ impl Connection {
     pub async fn send_oneway<R: Request>(&self, req: &R) -> Result<(), RequestError> {
         let version = self.version_for::<R>()?;
         let frame = self.encode(req, version)?;
+        let _gate = self.pass_gate().await;
         let mut written = self.written.subscribe();
         let number = {
             let mut shared = lock(&self.shared);
@@ -361,6 +446,21 @@ impl Connection {
         }
     }
 
+    /// A handle that does not keep the connection open (for its own background tasks).
+    fn downgrade(&self) -> WeakConnection {
+        WeakConnection {
+            addr: self.addr.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            wakers: self.wakers.clone(),
+            permits: self.permits.clone(),
+            versions: self.versions.clone(),
+            written: self.written.clone(),
+            gate: self.gate.clone(),
+            closer: Arc::downgrade(&self._closer),
+        }
+    }
+
     /// Whether `other` is a handle to this same connection.
     pub fn same_as(&self, other: &Connection) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -382,6 +482,65 @@ impl Connection {
         lock(&self.shared).fail(ConnectionFailure::Dropped);
         self.wakers.writer.notify_one();
         self.wakers.timer.notify_one();
+    }
+}
+
+/// A [`Connection`] that is gone once every caller's handle is.
+struct WeakConnection {
+    addr: Arc<str>,
+    config: Arc<ConnectionConfig>,
+    shared: Arc<Mutex<Shared>>,
+    wakers: Arc<Wakers>,
+    permits: Arc<Semaphore>,
+    versions: Arc<BrokerVersions>,
+    written: tokio::sync::watch::Sender<u64>,
+    gate: Option<Arc<RwLock<()>>>,
+    closer: Weak<CloseOnDrop>,
+}
+
+impl WeakConnection {
+    fn upgrade(&self) -> Option<Connection> {
+        Some(Connection {
+            _closer: self.closer.upgrade()?,
+            addr: self.addr.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            wakers: self.wakers.clone(),
+            permits: self.permits.clone(),
+            versions: self.versions.clone(),
+            written: self.written.clone(),
+            gate: self.gate.clone(),
+        })
+    }
+}
+
+/// Re-authenticates (KIP-368) before each session lifetime the broker grants runs out, with
+/// the gate held so no caller's request is sent mid-exchange. A failure fails the connection
+/// (the broker would close it at expiry anyway); the client then dials afresh. Ends with the
+/// connection.
+async fn reauthenticate(conn: WeakConnection, mut lifetime: Duration) {
+    loop {
+        let random = getrandom::u64().unwrap_or(0);
+        tokio::time::sleep(sasl::reauth_delay(lifetime, random)).await;
+        let Some(c) = conn.upgrade() else { return };
+        if c.is_closed() {
+            return;
+        }
+        let Some(sasl_config) = c.config.security.sasl.clone() else {
+            return;
+        };
+        let Some(gate) = c.gate.clone() else { return };
+        let _exclusive = gate.write().await;
+        match sasl::authenticate(&c, &sasl_config).await {
+            Ok(Some(next)) => lifetime = next,
+            Ok(None) => return,
+            Err(e) => {
+                lock(&c.shared).fail(ConnectionFailure::Reauthentication(e));
+                c.wakers.writer.notify_one();
+                c.wakers.timer.notify_one();
+                return;
+            }
+        }
     }
 }
 

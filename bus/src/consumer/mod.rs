@@ -188,6 +188,106 @@ impl PartitionConsumer {
         Ok(())
     }
 
+    /// Changes the assignment to exactly these partitions, keeping the state (position,
+    /// buffered records, fetch in flight) of those already assigned; `offset` applies only to
+    /// partitions new to the assignment. A group consumer calls this on every rebalance, so a
+    /// partition it keeps (cooperative protocol) is not fetched again from scratch.
+    pub fn set_assignment<T: AsRef<str>>(
+        &mut self,
+        partitions: impl IntoIterator<Item = (T, i32, Offset)>,
+    ) -> Result<(), Error> {
+        let mut wanted: Vec<(Arc<str>, i32, Offset)> = Vec::new();
+        for (topic, partition, offset) in partitions {
+            let topic = topic.as_ref();
+            check_offset(topic, partition, offset)?;
+            if partition < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{topic}-{partition}: partitions are numbered from 0"
+                )));
+            }
+            if wanted
+                .iter()
+                .any(|(t, p, _)| **t == *topic && *p == partition)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{topic}-{partition} is assigned twice"
+                )));
+            }
+            let name = match self.index.get_key_value(topic) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(topic),
+            };
+            wanted.push((name, partition, offset));
+        }
+        let mut old: Vec<Option<PartitionState>> = std::mem::take(&mut self.partitions)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let old_index = std::mem::take(&mut self.index);
+        let mut remap: HashMap<usize, usize> = HashMap::new();
+        for (topic, partition, offset) in wanted {
+            let kept = old_index
+                .get(&topic)
+                .and_then(|m| m.get(&partition))
+                .and_then(|&i| old[i].take().map(|st| (i, st)));
+            let st = match kept {
+                Some((i, st)) => {
+                    remap.insert(i, self.partitions.len());
+                    st
+                }
+                None => {
+                    let generation = self.bump_generation();
+                    PartitionState::new(topic.clone(), partition, offset, generation)
+                }
+            };
+            self.index
+                .entry(topic)
+                .or_default()
+                .insert(partition, self.partitions.len());
+            self.partitions.push(st);
+        }
+        self.ready = self
+            .ready
+            .iter()
+            .filter_map(|i| remap.get(i).copied())
+            .collect();
+        let index = &self.index;
+        if self.current.as_slice().iter().any(|r| {
+            index
+                .get(&r.topic)
+                .and_then(|m| m.get(&r.partition))
+                .is_none()
+        }) {
+            let keep: Vec<ConsumerRecord> = self
+                .current
+                .by_ref()
+                .filter(|r| {
+                    index
+                        .get(&r.topic)
+                        .and_then(|m| m.get(&r.partition))
+                        .is_some()
+                })
+                .collect();
+            self.current = keep.into_iter();
+        }
+        Ok(())
+    }
+
+    /// Removes these partitions from the assignment (the rest keep their state).
+    pub fn unassign(&mut self, partitions: &[(Arc<str>, i32)]) -> Result<(), Error> {
+        let keep: Vec<(Arc<str>, i32, Offset)> = self
+            .partitions
+            .iter()
+            .filter(|p| {
+                !partitions
+                    .iter()
+                    .any(|(t, n)| *t == p.topic && *n == p.partition)
+            })
+            .map(|p| (p.topic.clone(), p.partition, Offset::Latest))
+            .collect();
+        self.set_assignment(keep)
+    }
+
     /// The assigned partitions, in assignment order.
     pub fn assignment(&self) -> Vec<(Arc<str>, i32)> {
         self.partitions

@@ -39,7 +39,30 @@ pub async fn run(mut args: Args, brokers: &str) -> Result<(), String> {
     let fetch_wait_ms = args
         .parsed::<u64>(None, "--fetch-max-wait-ms")?
         .unwrap_or(100);
+    let group = args.value(Some("-g"), "--group")?;
+    let session_timeout_ms = args.parsed::<u64>(None, "--session-timeout-ms")?;
     args.finish()?;
+    if group.is_none() && session_timeout_ms.is_some() {
+        return Err("consume: --session-timeout-ms needs -g".into());
+    }
+    if let Some(group) = group {
+        if only.is_some() {
+            return Err(
+                "consume: -p and -g exclude each other (the group assigns partitions)".into(),
+            );
+        }
+        let a = crate::group_consume::GroupArgs {
+            group,
+            topic,
+            from,
+            count,
+            exit_at_end,
+            format,
+            fetch_wait_ms,
+            session_timeout_ms,
+        };
+        return crate::group_consume::run(a, brokers).await;
+    }
 
     let client = crate::connect(brokers).await?;
     let meta = client.topic(&topic).await.map_err(|e| e.to_string())?;
@@ -118,17 +141,7 @@ pub async fn run(mut args: Args, brokers: &str) -> Result<(), String> {
                 continue;
             }
             format
-                .write(
-                    &mut out,
-                    &View {
-                        topic: &r.topic,
-                        partition: r.partition,
-                        offset: r.offset,
-                        key: r.key.as_deref(),
-                        value: r.value.as_deref(),
-                        timestamp: r.timestamp,
-                    },
-                )
+                .write(&mut out, &View::of(r))
                 .map_err(|e| format!("stdout: {e}"))?;
             next.insert(r.partition, r.offset + 1);
             printed += 1;

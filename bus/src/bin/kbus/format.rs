@@ -26,6 +26,20 @@ pub struct View<'a> {
     pub timestamp: i64,
 }
 
+impl<'a> View<'a> {
+    /// The fields a format can name, borrowed from a fetched record.
+    pub fn of(r: &'a bus::consumer::ConsumerRecord) -> View<'a> {
+        View {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Format(Vec<Piece>);
 

@@ -3,10 +3,13 @@
 //! ```text
 //! kbus [-b BROKERS] topics list | create NAME [-p N] [-r N] [-c KEY=VALUE]... | delete NAME... | describe NAME...
 //! kbus [-b BROKERS] produce -t TOPIC [-K DELIM] [--acks all|1|0] [-z CODEC] [-p PARTITION] [--linger-ms MS]
-//! kbus [-b BROKERS] consume -t TOPIC [--from earliest|latest|OFFSET] [-n COUNT] [-e] [-f FORMAT] [-p PARTITION]
+//! kbus [-b BROKERS] consume -t TOPIC [--from earliest|latest|OFFSET] [-n COUNT] [-e] [-f FORMAT] [-p PARTITION | -g GROUP]
 //! kbus [-b BROKERS] bench produce|consume [-t TOPIC] [--count N] [--size BYTES] [--partitions P] [--acks A] [-z CODEC] [--linger-ms MS]
 //! kbus [-b BROKERS] api-versions | metadata [TOPIC...]
+//! kbus [-b BROKERS] groups list | describe GROUP | lag GROUP | delete GROUP... | reset GROUP -t TOPIC (--to-earliest|--to-latest|--to-datetime MS|--to-offset N) [--dry-run]
 //! ```
+//! Every command also takes the security flags (`--security-protocol`, `--sasl-*`, `--ssl-*`;
+//! see `security.rs`).
 //! Brokers come from `-b/--brokers`, then `KAFKA_BROKERS`, then `KAFKA_BOOTSTRAP`, then
 //! `127.0.0.1:9092`. Every failure is one line on stderr and a non-zero exit; progress of long
 //! runs goes to stderr so stdout stays data.
@@ -15,7 +18,10 @@ mod args;
 mod bench;
 mod consume;
 mod format;
+mod group_consume;
+mod groups;
 mod produce;
+mod security;
 mod usage;
 
 use std::process::ExitCode;
@@ -35,7 +41,7 @@ macro_rules! out {
     }};
 }
 
-const USAGE: &str = "usage: kbus [-b BROKERS] <topics list|create|delete|describe | produce -t TOPIC | consume -t TOPIC | bench produce|consume | api-versions | metadata [TOPIC...]>  (kbus help COMMAND for flags)";
+const USAGE: &str = "usage: kbus [-b BROKERS] [--security-protocol P --sasl-mechanism M --sasl-username U --sasl-password P (or KAFKA_SASL_PASSWORD) --ssl-ca F --ssl-cert F --ssl-key F --ssl-insecure-skip-verify] <topics list|create|delete|describe | produce -t TOPIC | consume -t TOPIC | bench produce|consume | groups list|describe|lag|delete|reset | api-versions | metadata [TOPIC...]>  (kbus help COMMAND for flags)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -64,9 +70,13 @@ fn brokers(args: &mut Args) -> Result<String, String> {
     Ok("127.0.0.1:9092".into())
 }
 
+/// The security flags, parsed once before the command runs.
+static SECURITY: std::sync::OnceLock<bus::security::SecurityConfig> = std::sync::OnceLock::new();
+
 /// Connects, failing fast (a few seconds, not minutes) when no broker answers.
 async fn connect(brokers: &str) -> Result<Client, String> {
     let mut cfg = ClientConfig::from_broker_list(brokers);
+    cfg.connection.security = SECURITY.get().cloned().unwrap_or_default();
     cfg.metadata_retries = 1;
     cfg.metadata_wait = Duration::from_secs(5);
     cfg.connection.connect_timeout = Duration::from_secs(5);
@@ -75,6 +85,7 @@ async fn connect(brokers: &str) -> Result<Client, String> {
 
 async fn run(mut args: Args) -> Result<(), String> {
     let brokers = brokers(&mut args)?;
+    let _ = SECURITY.set(security::parse(&mut args)?);
     if args.switch(Some("-h"), "--help") {
         out!("{USAGE}");
         return Ok(());
@@ -85,6 +96,7 @@ async fn run(mut args: Args) -> Result<(), String> {
         "produce" => produce::run(args, &brokers).await,
         "consume" => consume::run(args, &brokers).await,
         "bench" => bench::run(args, &brokers).await,
+        "groups" => groups::run(args, &brokers).await,
         "api-versions" => {
             args.finish()?;
             api_versions(&brokers).await
@@ -107,11 +119,12 @@ fn help(cmd: Option<&str>) -> &'static str {
             "kbus produce -t TOPIC [-K|--key-delimiter DELIM] [--acks all|1|0 (all)] [-z|--compression none|gzip|snappy|lz4|zstd] [-p|--partition N] [--linger-ms MS (5)] [--batch-size BYTES (1000000)]\nreads one record per stdin line; with -K, the text before the first DELIM is the key"
         }
         Some("consume") => {
-            "kbus consume -t TOPIC [--from earliest|latest|OFFSET (earliest)] [-n|--count N] [-e|--exit-at-end] [-f|--format FMT (%v\\n)] [-p|--partition N]\nFMT fields: %t topic %p partition %o offset %k key %v value %T timestamp"
+            "kbus consume -t TOPIC [--from earliest|latest|OFFSET (earliest)] [-n|--count N] [-e|--exit-at-end] [-f|--format FMT (%v\\n)] [-p|--partition N | -g|--group GROUP [--session-timeout-ms MS (45000)]]\nwith -g: a group member; positions from the group's commits (--from earliest|latest where none), printed offsets committed every second and on exit\nFMT fields: %t topic %p partition %o offset %k key %v value %T timestamp"
         }
         Some("bench") => {
             "kbus bench produce|consume [-t TOPIC (kbus-bench)] [--count N (1000000)] [--size BYTES (100)] [--partitions P (6)] [--acks all|1|0] [-z CODEC] [--linger-ms MS]\nprints one JSON line: records, seconds, records_per_sec, mb_per_sec, cpu_seconds, peak_rss_bytes"
         }
+        Some("groups") => groups::HELP,
         _ => USAGE,
     }
 }

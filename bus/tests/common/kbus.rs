@@ -1,0 +1,59 @@
+//! What the `kbus` end-to-end tests share: the binary, the broker they run against, and
+//! running one command with its stdin.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+pub fn kbus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kbus"))
+}
+
+/// The broker from `KAFKA_BOOTSTRAP`; without one the test skips, except under `CI=true`.
+pub fn broker() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "KAFKA_BOOTSTRAP is not set and CI=true");
+            eprintln!("note: KAFKA_BOOTSTRAP not set; skipping");
+            None
+        }
+    }
+}
+
+/// Runs kbus with `args`, writing `stdin` to it, and waits for it.
+pub fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = kbus()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The stdout of a successful run; a failed one fails the test with kbus's stderr.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kbus failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A name no other run uses: `prefix`, this process id and the time in nanoseconds.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}

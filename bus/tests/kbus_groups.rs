@@ -1,0 +1,451 @@
+//! `kbus groups` end to end against the broker: offsets set with `reset --to-offset` (a dry
+//! run first), the group listed, described, its lag table and total, reset to latest, deleted;
+//! and one-line errors with a non-zero exit for incomplete or contradictory commands. Broker
+//! tests need `KAFKA_BOOTSTRAP`; under `CI=true` its absence is a failure.
+
+mod common;
+
+use common::kbus::{broker, kbus, ok, run, unique};
+use std::process::{Command, Stdio};
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn offsets_are_set_listed_described_lagged_reset_and_deleted() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-groups");
+    let g = unique("kbus-group");
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "2"], ""));
+    let twenty: String = (0..20).map(|i| format!("a{i}\n")).collect();
+    ok(&run(&["-b", &b, "produce", "-t", &t, "-p", "0"], &twenty));
+    ok(&run(
+        &["-b", &b, "produce", "-t", &t, "-p", "1"],
+        "b0\nb1\nb2\nb3\nb4\n",
+    ));
+
+    let dry = run(
+        &[
+            "-b",
+            &b,
+            "groups",
+            "reset",
+            &g,
+            "-t",
+            &t,
+            "--to-offset",
+            "3",
+            "--dry-run",
+        ],
+        "",
+    );
+    assert_eq!(
+        lines(&ok(&dry)),
+        [
+            "TOPIC\tPARTITION\tPREVIOUS\tNEW".to_string(),
+            format!("{t}\t0\t-\t3"),
+            format!("{t}\t1\t-\t3"),
+        ]
+    );
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("dry run"));
+    // Nothing committed yet: an empty table.
+    assert_eq!(
+        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        ["TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG", "total\t\t\t\t0"]
+    );
+
+    let set = ok(&run(
+        &[
+            "-b",
+            &b,
+            "groups",
+            "reset",
+            &g,
+            "--topic",
+            &t,
+            "--to-offset",
+            "3",
+        ],
+        "",
+    ));
+    assert!(set.contains(&format!("{t}\t1\t-\t3")), "{set}");
+    let listed = ok(&run(&["-b", &b, "groups", "list"], ""));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split('\t').next() == Some(g.as_str())),
+        "{listed}"
+    );
+    assert_eq!(
+        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        [
+            "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
+            format!("{t}\t0\t3\t20\t17"),
+            format!("{t}\t1\t3\t5\t2"),
+            "total\t\t\t\t19".to_string(),
+        ]
+    );
+    let described = ok(&run(&["-b", &b, "groups", "describe", &g], ""));
+    assert!(
+        described.starts_with(&format!("group {g} state Empty ")),
+        "{described}"
+    );
+    assert!(described.trim_end().ends_with("members 0"), "{described}");
+
+    let latest = ok(&run(
+        &["-b", &b, "groups", "reset", &g, "-t", &t, "--to-latest"],
+        "",
+    ));
+    assert!(latest.contains(&format!("{t}\t0\t3\t20")), "{latest}");
+    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    assert!(lag.ends_with("total\t\t\t\t0\n"), "{lag}");
+
+    assert_eq!(
+        ok(&run(&["-b", &b, "groups", "delete", &g], "")),
+        format!("deleted {g}\n")
+    );
+    let listed = ok(&run(&["-b", &b, "groups", "list"], ""));
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split('\t').next() == Some(g.as_str())),
+        "{listed}"
+    );
+}
+
+#[test]
+fn group_mistakes_give_one_line_and_a_failure_exit() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["groups"], "expected list"),
+        (vec!["groups", "frob"], "unknown subcommand"),
+        (vec!["groups", "describe"], "GROUP is missing"),
+        (vec!["groups", "lag"], "GROUP is missing"),
+        (vec!["groups", "delete"], "GROUP is missing"),
+        (vec!["groups", "reset", "g", "-t", "x"], "--to-earliest"),
+        (
+            vec![
+                "groups",
+                "reset",
+                "g",
+                "-t",
+                "x",
+                "--to-latest",
+                "--to-earliest",
+            ],
+            "only one",
+        ),
+        (
+            vec!["groups", "reset", "g", "--to-latest"],
+            "--topic is missing",
+        ),
+        (
+            vec!["groups", "reset", "g", "-t", "x", "--to-datetime", "noon"],
+            "--to-datetime",
+        ),
+        (vec!["groups", "list", "--bogus"], "unknown flag --bogus"),
+        (
+            vec!["-b", "127.0.0.1:1", "groups", "list"],
+            "no broker reachable",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(&args, "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+    let help = ok(&run(&["help", "groups"], ""));
+    assert!(help.contains("--to-datetime MS"), "{help}");
+}
+
+#[test]
+fn consume_as_a_group_member_commits_what_it_printed() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-gconsume");
+    let g = unique("kbus-gconsume-group");
+    // Two batches, 7 and 23 records: tansu 0.6 answers a fetch from inside a batch by
+    // skipping the batch, so the group's commit after 7 must fall on a batch boundary there.
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    let seven: String = (0..7).map(|i| format!("v{i}\n")).collect();
+    let rest: String = (7..30).map(|i| format!("v{i}\n")).collect();
+    ok(&run(&["-b", &b, "produce", "-t", &t], &seven));
+    ok(&run(&["-b", &b, "produce", "-t", &t], &rest));
+
+    // -n 7: exactly seven printed, and only those committed.
+    let first = ok(&run(
+        &[
+            "-b",
+            &b,
+            "consume",
+            "-t",
+            &t,
+            "-g",
+            &g,
+            "-n",
+            "7",
+            "-f",
+            "%p %o %v\\n",
+        ],
+        "",
+    ));
+    assert_eq!(first.lines().count(), 7, "{first}");
+    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    assert!(lag.ends_with("total\t\t\t\t23\n"), "{lag}");
+
+    // -e: the rest, then exit; together every record exactly once.
+    let rest = ok(&run(
+        &[
+            "-b",
+            &b,
+            "consume",
+            "-t",
+            &t,
+            "-g",
+            &g,
+            "-e",
+            "-f",
+            "%p %o %v\\n",
+        ],
+        "",
+    ));
+    let mut all: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    assert_eq!(all.len(), 30, "{first}{rest}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30, "a record printed twice: {first}{rest}");
+    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    assert!(lag.ends_with("total\t\t\t\t0\n"), "{lag}");
+
+    // A group member takes no partition flag and no numeric --from.
+    for (args, want) in [
+        (vec!["-p", "0"], "exclude each other"),
+        (vec!["--from", "5"], "earliest or latest"),
+    ] {
+        let mut full = vec![
+            "-b",
+            b.as_str(),
+            "consume",
+            "-t",
+            t.as_str(),
+            "-g",
+            g.as_str(),
+        ];
+        full.extend(args);
+        let out = run(&full, "");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+/// `partition -> committed` from `kbus groups lag`.
+fn committed(b: &str, g: &str) -> std::collections::HashMap<i32, i64> {
+    let out = run(&["-b", b, "groups", "lag", g], "");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("total"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What the members printed: per partition, the offsets seen, and the lowest not yet seen.
+#[derive(Default)]
+struct Printed {
+    seen: std::collections::HashMap<i32, std::collections::BTreeSet<i64>>,
+    lines: u64,
+}
+
+impl Printed {
+    fn contiguous(&self, p: i32) -> i64 {
+        let mut next = 0;
+        if let Some(s) = self.seen.get(&p) {
+            while s.contains(&next) {
+                next += 1;
+            }
+        }
+        next
+    }
+}
+
+fn spawn_member(
+    b: &str,
+    t: &str,
+    g: &str,
+    session_ms: &str,
+    printed: &std::sync::Arc<std::sync::Mutex<Printed>>,
+) -> std::process::Child {
+    let mut child = kbus()
+        .args(["-b", b, "consume", "-t", t, "-g", g, "-f", "%p %o\\n"])
+        .args(["--session-timeout-ms", session_ms])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed = printed.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Some((p, o)) = line.split_once(' ') else {
+                continue;
+            };
+            let mut s = printed.lock().unwrap();
+            s.lines += 1;
+            s.seen
+                .entry(p.parse().unwrap())
+                .or_default()
+                .insert(o.parse().unwrap());
+        }
+    });
+    child
+}
+
+/// Two `kbus consume -g` processes share a group; one is killed (SIGKILL: no final commit,
+/// no LeaveGroup) every two seconds and started again, until every record is printed.
+/// Nothing is lost, and no commit is ever ahead of what was printed (a commit is checked again
+/// after a second when it looks ahead, since printed lines reach the test through a pipe).
+/// Records go out one per batch: tansu 0.6 skips a batch fetched from its middle.
+#[test]
+fn killed_kbus_group_members_lose_nothing() {
+    let Some(b) = broker() else { return };
+    let started = std::time::Instant::now();
+    let t = unique("kbus-gkill");
+    let g = unique("kbus-gkill-group");
+    const N: usize = 3000;
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "4"], ""));
+    let input: String = (0..N).map(|i| format!("k{}:v{i}\n", i % 97)).collect();
+    ok(&run(
+        &[
+            "-b",
+            &b,
+            "produce",
+            "-t",
+            &t,
+            "-K",
+            ":",
+            "--batch-size",
+            "1",
+            "--linger-ms",
+            "0",
+        ],
+        &input,
+    ));
+    // Short, so a killed member is evicted quickly; Kafka refuses less than its
+    // `group.min.session.timeout.ms`, 6 s by default.
+    let tansu = ok(&run(&["-b", &b, "metadata"], "")).starts_with("cluster tansu_cluster");
+    let session_ms = if tansu { "3000" } else { "6000" };
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Printed::default()));
+    let mut members = [
+        spawn_member(&b, &t, &g, session_ms, &printed),
+        spawn_member(&b, &t, &g, session_ms, &printed),
+    ];
+    let unique_seen = |p: &std::sync::Mutex<Printed>| {
+        p.lock()
+            .unwrap()
+            .seen
+            .values()
+            .map(|s| s.len())
+            .sum::<usize>()
+    };
+    let mut kills = 0;
+    let mut ahead = Vec::new();
+    while unique_seen(&printed) < N {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "stalled at {} of {N} after {kills} kills",
+            unique_seen(&printed)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        for (p, c) in committed(&b, &g) {
+            if c > printed.lock().unwrap().contiguous(p) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let seen = printed.lock().unwrap().contiguous(p);
+                if c > seen {
+                    ahead.push(format!(
+                        "partition {p}: committed {c}, printed below {seen}"
+                    ));
+                }
+            }
+        }
+        if kills < 4 && unique_seen(&printed) < N {
+            let victim = kills % 2;
+            members[victim].kill().unwrap();
+            members[victim].wait().unwrap();
+            kills += 1;
+            members[victim] = spawn_member(&b, &t, &g, session_ms, &printed);
+        }
+    }
+    // The survivors commit within a second of printing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let total = loop {
+        let c = committed(&b, &g);
+        let total: i64 = c.values().sum();
+        if total == N as i64 || std::time::Instant::now() > deadline {
+            break total;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for m in &mut members {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let s = printed.lock().unwrap();
+    println!(
+        "kbus kill: {N} records, {kills} kills, {} duplicates, {:?}",
+        s.lines - N as u64,
+        started.elapsed()
+    );
+    assert!(ahead.is_empty(), "{ahead:?}");
+    assert_eq!(total, N as i64, "final commits");
+    assert!(kills >= 2, "only {kills} kills");
+}
+
+/// SIGTERM (as `kill` or a container runtime sends it) ends `kbus consume -g` cleanly: it
+/// commits what it printed and leaves the group, so the group is empty at once.
+#[test]
+fn a_terminated_kbus_member_commits_and_leaves() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-gterm");
+    let g = unique("kbus-gterm-group");
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\nc\n"));
+    let mut child = kbus()
+        .args(["-b", &b, "consume", "-t", &t, "-g", &g])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        seen.push(line.trim_end().to_owned());
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    assert!(lag.contains(&format!("{t}\t0\t3\t3\t0")), "{lag}");
+    let described = ok(&run(&["-b", &b, "groups", "describe", &g], ""));
+    assert!(described.trim_end().ends_with("members 0"), "{described}");
+}
