@@ -17,8 +17,8 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::connection::{BoxTransport, Dial, DialFuture, Dialer};
@@ -31,6 +31,10 @@ use bus::security::{
 };
 use bus::{Client, ClientConfig, Connection, ConnectionConfig, Error, RequestError};
 use bytes::{Bytes, BytesMut};
+use integration_tests::secure::{
+    Pki, SecureBroker, TempDir, ca, free_port, pki, secure_broker, spawn_tansu, tansu_or_skip,
+    tls_acceptor,
+};
 use kafka_proto::envelope::decode_request;
 use kafka_proto::messages::api_versions_response::ApiVersion;
 use kafka_proto::messages::{
@@ -39,10 +43,6 @@ use kafka_proto::messages::{
 };
 use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, Response};
-use integration_tests::secure::{
-    Pki, SecureBroker, TempDir, ca, free_port, pki, secure_broker, spawn_tansu, tansu_or_skip,
-    tls_acceptor,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -805,7 +805,12 @@ impl log::Log for LogRecords {
         true
     }
     fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}: {}\n", record.level(), record.target(), record.args());
+        let line = format!(
+            "{} {}: {}\n",
+            record.level(),
+            record.target(),
+            record.args()
+        );
         LOG_RECORDS.lock().unwrap().push_str(&line);
     }
     fn flush(&self) {}
@@ -945,7 +950,10 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
         format!("{wrong:?}"),
         format!("{insecure:?}"),
         format!("{bearer:?}"),
-        format!("{:?}", ClientConfig::new([addr.as_str()]).connection(good.clone())),
+        format!(
+            "{:?}",
+            ClientConfig::new([addr.as_str()]).connection(good.clone())
+        ),
         format!("{:?}", good.security),
         format!("{:?}", good.security.sasl),
         format!("{mtls:?}"),
@@ -955,7 +963,10 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
     ];
     // A built TLS config prints its settings, not its certificates.
     let tls_debug = format!("{mtls:?}");
-    assert!(tls_debug.len() < 400 && !tls_debug.contains("Root"), "{tls_debug}");
+    assert!(
+        tls_debug.len() < 400 && !tls_debug.contains("Root"),
+        "{tls_debug}"
+    );
     assert!(tls_debug.contains("client-key.pem"), "{tls_debug}");
     shown.extend(debugs);
 
@@ -966,7 +977,10 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
     assert!(logged.contains("rustls"), "{logged}");
     for secret in &secrets {
         assert!(!traced.contains(secret.as_str()), "{secret} in {traced}");
-        assert!(!logged.contains(secret.as_str()), "{secret} in the log records");
+        assert!(
+            !logged.contains(secret.as_str()),
+            "{secret} in the log records"
+        );
         for text in &shown {
             assert!(!text.contains(secret.as_str()), "{secret} in {text}");
         }
@@ -990,11 +1004,18 @@ async fn canary_tansu_cannot_terminate_tls_itself() {
     let key = p.server_key.to_str().unwrap();
 
     // Both flags, in either order: clap refuses the pair (one exclusive group).
-    for pair in [["--cert", cert, "--key", key], ["--key", key, "--cert", cert]] {
+    for pair in [
+        ["--cert", cert, "--key", key],
+        ["--key", key, "--cert", cert],
+    ] {
         let port = free_port();
         let mut child = Command::new(&bin)
             .current_dir(&dir)
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .args(pair)
             .stdin(Stdio::null())
