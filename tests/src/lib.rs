@@ -12,6 +12,7 @@ pub mod container;
 pub mod event_bus_suite;
 pub mod fake;
 pub mod fault_proxy;
+pub mod secure;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

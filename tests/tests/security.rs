@@ -1,21 +1,24 @@
 //! TLS and SASL, end to end.
 //!
 //! - Against tansu (started here, behind an in-test TLS terminator with certificates made here
-//!   by rcgen; see `secure_broker` for why tansu does not terminate TLS itself): produce and consume over
-//!   SSL and SASL_SSL with SCRAM-SHA-256 and SCRAM-SHA-512 users created by `tansu user
-//!   create`; a wrong password fails fast; PLAIN is refused with a typed error (tansu offers
-//!   only SCRAM). These need the tansu binary: without it they skip, under `CI=true` they fail.
+//!   by rcgen; `integration_tests::secure` says why tansu does not terminate TLS itself, and a
+//!   canary test here fails the day it can): produce and consume over SSL and SASL_SSL with
+//!   SCRAM-SHA-256 and SCRAM-SHA-512 users created by `tansu user create`; a wrong password
+//!   fails fast; PLAIN is refused (tansu offers only SCRAM). These need the tansu binary:
+//!   without it they skip, under `CI=true` they fail.
 //! - Against an in-test rustls server: untrusted CA, wrong host name, expired certificate and
-//!   mutual TLS, each with its own typed error.
+//!   mutual TLS, each with its own typed error; the insecure-verification warning, logged only
+//!   when verification is off; no secret in what is logged or in any config's Debug.
 //! - Against an in-test fake broker (ApiVersions, SaslHandshake, SaslAuthenticate over the
 //!   dialer): SCRAM with a bad server signature, a nonce that does not extend ours, a low
-//!   iteration count, a wrong password through the client (one dial, no retry), and
+//!   iteration count, a broker without SaslHandshake v1, a wrong password through the client
+//!   (one dial, no retry), contradictory settings refused before dialing, and
 //!   re-authentication before the session lifetime, in virtual time.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::connection::{BoxTransport, Dial, DialFuture, Dialer};
@@ -28,6 +31,10 @@ use bus::security::{
 };
 use bus::{Client, ClientConfig, Connection, ConnectionConfig, Error, RequestError};
 use bytes::{Bytes, BytesMut};
+use integration_tests::secure::{
+    Pki, SecureBroker, TempDir, ca, free_port, pki, secure_broker, spawn_tansu, tansu_or_skip,
+    tls_acceptor,
+};
 use kafka_proto::envelope::decode_request;
 use kafka_proto::messages::api_versions_response::ApiVersion;
 use kafka_proto::messages::{
@@ -36,91 +43,11 @@ use kafka_proto::messages::{
 };
 use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, Response};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 // ---------------------------------------------------------------------------------------------
-// Certificates and files
-
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(integration_tests::unique_topic(prefix));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A leaf certificate for `names` (DNS names or IP addresses), signed by `ca`; returns the
-/// certificate and key PEM.
-fn leaf(ca: &CertifiedIssuer<'_, KeyPair>, names: &[&str], expired: bool) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, names[0]);
-    let now = time::OffsetDateTime::now_utc();
-    if expired {
-        params.not_before = now - time::Duration::days(30);
-        params.not_after = now - time::Duration::days(1);
-    } else {
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(30);
-    }
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// The CA, server and client files for one test.
-struct Pki {
-    dir: TempDir,
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn pki(server_expired: bool) -> Pki {
-    let dir = TempDir::new("kbus-tls");
-    let authority = ca("kbus test CA");
-    let (sc, sk) = leaf(&authority, &["localhost", "127.0.0.1"], server_expired);
-    let (cc, ck) = leaf(&authority, &["kbus-client"], false);
-    Pki {
-        ca: dir.write("ca.pem", &authority.pem()),
-        server_cert: dir.write("server.pem", &sc),
-        server_key: dir.write("server-key.pem", &sk),
-        client_cert: dir.write("client.pem", &cc),
-        client_key: dir.write("client-key.pem", &ck),
-        dir,
-    }
-}
+// Helpers
 
 fn tls_to(ca: &Path) -> TlsConfig {
     TlsConfig::default().ca(ca)
@@ -177,6 +104,12 @@ struct Fake {
     reauth_hold: Duration,
     /// Set when a request arrived while a re-authentication was being answered.
     interleaved: std::sync::atomic::AtomicBool,
+    /// The SASL APIs ApiVersions offers, with their highest version.
+    sasl_apis: Vec<(ApiKey, i16)>,
+    /// Request frames received, of any API.
+    requests: AtomicUsize,
+    /// SaslHandshake requests received.
+    handshakes: AtomicUsize,
 }
 
 impl Fake {
@@ -191,6 +124,9 @@ impl Fake {
             dials: AtomicUsize::new(0),
             reauth_hold: Duration::ZERO,
             interleaved: Default::default(),
+            sasl_apis: vec![(ApiKey::SaslHandshake, 1), (ApiKey::SaslAuthenticate, 2)],
+            requests: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
         })
     }
 }
@@ -227,15 +163,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(s: S, fake: Arc<Fake>) {
             return;
         }
         let req = Bytes::from(buf);
+        fake.requests.fetch_add(1, Ordering::SeqCst);
         let api = i16::from_be_bytes([req[0], req[1]]);
         let reply = if api == ApiKey::ApiVersions as i16 {
             let (h, _) = decode_request::<ApiVersionsRequest>(req).unwrap();
             let mut resp = ApiVersionsResponse::default();
-            for (key, max) in [
-                (ApiKey::ApiVersions, 3),
-                (ApiKey::SaslHandshake, 1),
-                (ApiKey::SaslAuthenticate, 2),
-            ] {
+            for &(key, max) in [(ApiKey::ApiVersions, 3)].iter().chain(&fake.sasl_apis) {
                 let mut v = ApiVersion::default();
                 v.api_key = key as i16;
                 v.min_version = 0;
@@ -245,6 +178,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(s: S, fake: Arc<Fake>) {
             let version = h.request_api_version.min(3);
             frame(h.correlation_id, version, &resp)
         } else if api == ApiKey::SaslHandshake as i16 {
+            fake.handshakes.fetch_add(1, Ordering::SeqCst);
             let (h, req) = decode_request::<SaslHandshakeRequest>(req).unwrap();
             let mut resp = SaslHandshakeResponse::default();
             resp.mechanisms = vec![fake.mechanism.name().to_owned()];
@@ -560,61 +494,85 @@ async fn oauthbearer_asks_the_callback_for_each_authentication() {
     );
 }
 
-#[test]
-fn secrets_never_show_in_debug_output() {
-    let cfg = ClientConfig::new(["k:9093"]).connection(
-        ConnectionConfig::default().security(
-            SecurityConfig::new(SecurityProtocol::SaslSsl)
-                .tls(TlsConfig::default())
-                .sasl(SaslConfig::new(
-                    SaslMechanism::ScramSha256,
-                    "alice",
-                    "hunter2",
-                )),
+#[tokio::test]
+async fn a_broker_without_sasl_handshake_v1_is_unsupported() {
+    // A pre-1.0 broker (SaslHandshake v0: SASL bytes outside Kafka frames, no
+    // SaslAuthenticate), one with SaslHandshake v1 but no SaslAuthenticate, one with neither.
+    for apis in [
+        vec![(ApiKey::SaslHandshake, 0)],
+        vec![(ApiKey::SaslHandshake, 1)],
+        vec![],
+    ] {
+        let fake = Arc::new(Fake {
+            sasl_apis: apis.clone(),
+            ..Arc::into_inner(Fake::new(SaslMechanism::ScramSha256, Scram::Good)).unwrap()
+        });
+        let cfg = sasl_connection(&fake, SaslMechanism::ScramSha256, "right-password");
+        let e = Connection::connect("fake:9092", cfg).await.unwrap_err();
+        assert_eq!(sasl_error(&e), &SaslError::Unsupported, "{apis:?}");
+        assert!(!e.is_retriable());
+        // Known from ApiVersions alone: no SASL request was sent.
+        assert_eq!(fake.requests.load(Ordering::SeqCst), 1, "{apis:?}");
+        assert_eq!(fake.handshakes.load(Ordering::SeqCst), 0, "{apis:?}");
+    }
+}
+
+#[tokio::test]
+async fn contradictory_security_settings_are_refused_before_dialing() {
+    let fake = Fake::new(SaslMechanism::Plain, Scram::Good);
+    let plain = || SaslConfig::new(SaslMechanism::Plain, "alice", "right-password");
+    let cases = [
+        // Would otherwise connect without authenticating.
+        (
+            SecurityConfig::new(SecurityProtocol::SaslPlaintext),
+            "needs sasl",
         ),
+        (
+            SecurityConfig::new(SecurityProtocol::SaslSsl).tls(TlsConfig::default()),
+            "needs sasl",
+        ),
+        // Would otherwise drop settings the caller gave.
+        (
+            SecurityConfig::new(SecurityProtocol::Plaintext).sasl(plain()),
+            "does not use SASL",
+        ),
+        (
+            SecurityConfig::new(SecurityProtocol::SaslPlaintext)
+                .sasl(plain())
+                .tls(TlsConfig::default()),
+            "does not use TLS",
+        ),
+    ];
+    for (security, says) in cases {
+        let cfg = ConnectionConfig::default()
+            .dialer(Dialer::new(FakeDial(fake.clone())))
+            .security(security);
+        let e = Connection::connect("fake:9092", cfg).await.unwrap_err();
+        match security_error(&e) {
+            SecurityError::Config(m) => assert!(m.contains(says), "{m}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert!(!e.is_retriable());
+    }
+    assert_eq!(fake.dials.load(Ordering::SeqCst), 0);
+
+    // Over a stream the caller opened, the same check comes before any byte is sent.
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(serve(theirs, fake.clone()));
+    let cfg =
+        ConnectionConfig::default().security(SecurityConfig::new(SecurityProtocol::SaslPlaintext));
+    let e = Connection::handshake(ours, "fake:9092", cfg)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(security_error(&e), SecurityError::Config(_)),
+        "{e:?}"
     );
-    let debug = format!("{cfg:?}");
-    assert!(!debug.contains("hunter2"), "{debug}");
-    assert!(debug.contains("alice") && debug.contains("***"), "{debug}");
+    assert_eq!(fake.requests.load(Ordering::SeqCst), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
 // TLS against an in-test rustls server (no broker needed).
-
-/// A rustls acceptor with the server certificate of `p`.
-fn tls_acceptor(p: &Pki, require_client_cert: bool) -> tokio_rustls::TlsAcceptor {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&p.server_cert)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(&p.server_key).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let config = if require_client_cert {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&p.ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                .build()
-                .unwrap();
-        builder
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap()
-    } else {
-        builder
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap()
-    };
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
 
 /// The SNI name the in-test TLS servers last saw, per port.
 static SNI: std::sync::Mutex<Vec<(u16, Option<String>)>> = std::sync::Mutex::new(Vec::new());
@@ -628,8 +586,8 @@ fn sni_seen(port: u16) -> Vec<Option<String>> {
         .collect()
 }
 
-/// A TLS server on a loopback port that serves the fake broker after the handshake.
-async fn tls_server(p: &Pki, require_client_cert: bool) -> u16 {
+/// A TLS server on a loopback port that serves `fake` after the handshake.
+async fn tls_server(p: &Pki, require_client_cert: bool, fake: Arc<Fake>) -> u16 {
     let acceptor = tls_acceptor(p, require_client_cert);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -639,17 +597,22 @@ async fn tls_server(p: &Pki, require_client_cert: bool) -> u16 {
                 return;
             };
             let acceptor = acceptor.clone();
+            let fake = fake.clone();
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
                     let sni = tls.get_ref().1.server_name().map(str::to_owned);
                     SNI.lock().unwrap().push((port, sni));
-                    // PLAINTEXT-style broker behind TLS: the fake answers ApiVersions.
-                    serve(tls, Fake::new(SaslMechanism::Plain, Scram::Good)).await;
+                    serve(tls, fake).await;
                 }
             });
         }
     });
     port
+}
+
+/// A fake broker for TLS tests: under SSL it only answers ApiVersions.
+fn plain_fake() -> Arc<Fake> {
+    Fake::new(SaslMechanism::Plain, Scram::Good)
 }
 
 /// Dials 127.0.0.1:`port` whatever host the address names (so a test can present another
@@ -672,7 +635,7 @@ fn ssl(tls: TlsConfig) -> ConnectionConfig {
 #[tokio::test]
 async fn tls_to_ip_and_dns_names_in_the_certificate() {
     let p = pki(false);
-    let port = tls_server(&p, false).await;
+    let port = tls_server(&p, false, plain_fake()).await;
     Connection::connect(&format!("127.0.0.1:{port}"), ssl(tls_to(&p.ca)))
         .await
         .unwrap();
@@ -689,7 +652,7 @@ async fn tls_to_ip_and_dns_names_in_the_certificate() {
 #[tokio::test]
 async fn untrusted_ca_is_refused() {
     let p = pki(false);
-    let port = tls_server(&p, false).await;
+    let port = tls_server(&p, false, plain_fake()).await;
     let other = TempDir::new("kbus-other-ca");
     let other_ca = other.write("ca.pem", &ca("someone else").pem());
     let e = Connection::connect(&format!("127.0.0.1:{port}"), ssl(tls_to(&other_ca)))
@@ -702,7 +665,7 @@ async fn untrusted_ca_is_refused() {
 #[tokio::test]
 async fn wrong_host_name_is_refused() {
     let p = pki(false);
-    let port = tls_server(&p, false).await;
+    let port = tls_server(&p, false, plain_fake()).await;
     let cfg = ssl(tls_to(&p.ca)).dialer(Dialer::new(Loopback(port)));
     let e = Connection::connect(&format!("kafka.example.invalid:{port}"), cfg.clone())
         .await
@@ -726,7 +689,7 @@ async fn wrong_host_name_is_refused() {
 #[tokio::test]
 async fn expired_certificate_is_refused() {
     let p = pki(true);
-    let port = tls_server(&p, false).await;
+    let port = tls_server(&p, false, plain_fake()).await;
     let e = Connection::connect(&format!("127.0.0.1:{port}"), ssl(tls_to(&p.ca)))
         .await
         .unwrap_err();
@@ -736,7 +699,7 @@ async fn expired_certificate_is_refused() {
 #[tokio::test]
 async fn insecure_skip_verify_accepts_what_verification_refuses() {
     let p = pki(true);
-    let port = tls_server(&p, false).await;
+    let port = tls_server(&p, false, plain_fake()).await;
     let cfg =
         ssl(TlsConfig::default().insecure_skip_verify(true)).dialer(Dialer::new(Loopback(port)));
     Connection::connect(&format!("kafka.example.invalid:{port}"), cfg)
@@ -747,7 +710,7 @@ async fn insecure_skip_verify_accepts_what_verification_refuses() {
 #[tokio::test]
 async fn mutual_tls_presents_the_client_certificate() {
     let p = pki(false);
-    let port = tls_server(&p, true).await;
+    let port = tls_server(&p, true, plain_fake()).await;
     let addr = format!("127.0.0.1:{port}");
     let with_cert = tls_to(&p.ca).client_cert(&p.client_cert, &p.client_key);
     let conn = Connection::connect(&addr, ssl(with_cert)).await.unwrap();
@@ -764,157 +727,349 @@ async fn mutual_tls_presents_the_client_certificate() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What is logged
+
+/// Every tracing event and span on this thread while the guard lives, one line each: level,
+/// target (or span name) and fields.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<String>>);
+
+struct Line<'a>(&'a mut String);
+
+impl tracing::field::Visit for Line<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={value}", field.name()));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logs {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        let mut line = format!("{} {}:", meta.level(), meta.target());
+        event.record(&mut Line(&mut line));
+        self.push(line);
+    }
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut line = format!("SPAN {}:", attrs.metadata().name());
+        attrs.record(&mut Line(&mut line));
+        self.push(line);
+    }
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut line = "SPAN RECORD:".to_owned();
+        values.record(&mut Line(&mut line));
+        self.push(line);
+    }
+}
+
+impl Logs {
+    /// Captures on this thread (a `#[tokio::test]` runs every task on it) until the guard drops.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let logs = Logs::default();
+        let guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(logs.clone()));
+        (logs, guard)
+    }
+
+    fn push(&self, line: String) {
+        let mut text = self.0.lock().unwrap();
+        text.push_str(&line);
+        text.push('\n');
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Records of the `log` facade (rustls logs through it), from every test in this binary.
+static LOG_RECORDS: Mutex<String> = Mutex::new(String::new());
+
+struct LogRecords;
+
+impl log::Log for LogRecords {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!(
+            "{} {}: {}\n",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        LOG_RECORDS.lock().unwrap().push_str(&line);
+    }
+    fn flush(&self) {}
+}
+
+fn capture_log_records() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&LogRecords).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_logs_a_warning_and_verified_tls_does_not() {
+    let p = pki(false);
+    let port = tls_server(&p, false, plain_fake()).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (logs, _guard) = Logs::capture();
+    Connection::connect(&addr, ssl(tls_to(&p.ca)))
+        .await
+        .unwrap();
+    let verified = logs.text();
+    assert!(!verified.contains("WARN"), "{verified}");
+
+    Connection::connect(&addr, ssl(TlsConfig::default().insecure_skip_verify(true)))
+        .await
+        .unwrap();
+    let text = logs.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("verification is OFF") && warnings[0].contains(&addr),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_or_debug_output() {
+    const SCRAM_PASSWORD: &str = "scram-pw-Zq81vT";
+    const WRONG_PASSWORD: &str = "wrong-pw-Kx27bN";
+    const PLAIN_PASSWORD: &str = "plain-pw-Hv55cE";
+    const TOKEN: &str = "oauth-token-Jm93wR";
+    capture_log_records();
+    let (logs, _guard) = Logs::capture();
+    let p = pki(false);
+    let key_pem = std::fs::read_to_string(&p.client_key).unwrap();
+    let mut secrets: Vec<String> = [SCRAM_PASSWORD, WRONG_PASSWORD, PLAIN_PASSWORD, TOKEN]
+        .map(str::to_owned)
+        .to_vec();
+    // Every line of the client key's base64 body.
+    secrets.extend(
+        key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+            .map(str::to_owned),
+    );
+    assert!(secrets.len() > 4, "{key_pem}");
+    let mut shown = Vec::new();
+
+    // SASL_SSL with mutual TLS and SCRAM-SHA-256: the right password, then a wrong one.
+    let scram = Arc::new(Fake {
+        password: SCRAM_PASSWORD,
+        ..Arc::into_inner(Fake::new(SaslMechanism::ScramSha256, Scram::Good)).unwrap()
+    });
+    let port = tls_server(&p, true, scram.clone()).await;
+    let addr = format!("127.0.0.1:{port}");
+    let mtls = tls_to(&p.ca).client_cert(&p.client_cert, &p.client_key);
+    let sasl_ssl = |tls: TlsConfig, sasl: SaslConfig| {
+        ConnectionConfig::default().security(
+            SecurityConfig::new(SecurityProtocol::SaslSsl)
+                .tls(tls)
+                .sasl(sasl),
+        )
+    };
+    let good = sasl_ssl(
+        mtls.clone(),
+        SaslConfig::new(SaslMechanism::ScramSha256, "alice", SCRAM_PASSWORD),
+    );
+    let conn = Connection::connect(&addr, good.clone()).await.unwrap();
+    conn.send(&ApiVersionsRequest::default()).await.unwrap();
+    let wrong = sasl_ssl(
+        mtls.clone(),
+        SaslConfig::new(SaslMechanism::ScramSha256, "alice", WRONG_PASSWORD),
+    );
+    let e = Connection::connect(&addr, wrong.clone()).await.unwrap_err();
+    assert!(
+        matches!(sasl_error(&e), SaslError::AuthenticationFailed { .. }),
+        "{e:?}"
+    );
+    assert_eq!(scram.auths.load(Ordering::SeqCst), 1);
+    shown.push(format!("{e} {e:?}"));
+
+    // PLAIN over SASL_SSL without verification (the warning's path).
+    let plain = Arc::new(Fake {
+        password: PLAIN_PASSWORD,
+        ..Arc::into_inner(Fake::new(SaslMechanism::Plain, Scram::Good)).unwrap()
+    });
+    let port = tls_server(&p, false, plain.clone()).await;
+    let insecure = sasl_ssl(
+        TlsConfig::default().insecure_skip_verify(true),
+        SaslConfig::new(SaslMechanism::Plain, "alice", PLAIN_PASSWORD),
+    );
+    Connection::connect(&format!("127.0.0.1:{port}"), insecure.clone())
+        .await
+        .unwrap();
+    assert_eq!(plain.auths.load(Ordering::SeqCst), 1);
+
+    // OAUTHBEARER with a token callback.
+    let oauth = Arc::new(Fake {
+        password: TOKEN,
+        ..Arc::into_inner(Fake::new(SaslMechanism::OAuthBearer, Scram::Good)).unwrap()
+    });
+    let callback = bus::security::TokenCallback::new(|| async { Ok(TOKEN.into()) });
+    let bearer = ConnectionConfig::default()
+        .dialer(Dialer::new(FakeDial(oauth.clone())))
+        .security(
+            SecurityConfig::new(SecurityProtocol::SaslPlaintext)
+                .sasl(SaslConfig::oauthbearer(callback.clone())),
+        );
+    Connection::connect("fake:9092", bearer.clone())
+        .await
+        .unwrap();
+    assert_eq!(oauth.auths.load(Ordering::SeqCst), 1);
+
+    // Debug of every config type that holds one of them (the TLS ones after being built).
+    let bus_toml = format!(
+        "[bus]\nbackend = \"kafka\"\n[bus.kafka]\nbrokers = [\"k:9093\"]\n\
+         [bus.kafka.security]\nsecurity_protocol = \"SASL_SSL\"\n\
+         ssl = {{ ca = \"ca.pem\", cert = \"me.pem\", key = \"me-key.pem\" }}\n\
+         sasl = {{ mechanism = \"PLAIN\", username = \"alice\", password = \"{PLAIN_PASSWORD}\" }}\n"
+    );
+    let bus_config = bus::event_bus::BusConfig::parse(&bus_toml, "bus.toml").unwrap();
+    let token_secret = bus::security::Secret::new(TOKEN);
+    let debugs = [
+        format!("{good:?}"),
+        format!("{wrong:?}"),
+        format!("{insecure:?}"),
+        format!("{bearer:?}"),
+        format!(
+            "{:?}",
+            ClientConfig::new([addr.as_str()]).connection(good.clone())
+        ),
+        format!("{:?}", good.security),
+        format!("{:?}", good.security.sasl),
+        format!("{mtls:?}"),
+        format!("{callback:?}"),
+        format!("{token_secret:?} {token_secret}"),
+        format!("{bus_config:?}"),
+    ];
+    // A built TLS config prints its settings, not its certificates.
+    let tls_debug = format!("{mtls:?}");
+    assert!(
+        tls_debug.len() < 400 && !tls_debug.contains("Root"),
+        "{tls_debug}"
+    );
+    assert!(tls_debug.contains("client-key.pem"), "{tls_debug}");
+    shown.extend(debugs);
+
+    let traced = logs.text();
+    let logged = LOG_RECORDS.lock().unwrap().clone();
+    // The captures work: the warning went through tracing, rustls' records through log.
+    assert!(traced.contains("verification is OFF"), "{traced}");
+    assert!(logged.contains("rustls"), "{logged}");
+    for secret in &secrets {
+        assert!(!traced.contains(secret.as_str()), "{secret} in {traced}");
+        assert!(
+            !logged.contains(secret.as_str()),
+            "{secret} in the log records"
+        );
+        for text in &shown {
+            assert!(!text.contains(secret.as_str()), "{secret} in {text}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Against tansu
 
-fn tansu_bin() -> Option<PathBuf> {
-    let cache = std::env::var_os("KBUS_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kbus")));
-    if let Some(c) = cache {
-        let p = c.join("tansu-0.6.0/bin/tansu");
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    let on_path = Command::new("tansu").arg("--version").output().ok()?;
-    on_path.status.success().then(|| PathBuf::from("tansu"))
-}
+/// tansu 0.6.0 cannot terminate TLS, which is why `secure_broker` puts an in-test terminator
+/// in front of it. This canary fails the day that changes.
+#[tokio::test]
+async fn canary_tansu_cannot_terminate_tls_itself() {
+    let Some(bin) = tansu_or_skip() else { return };
+    const SWITCH: &str = "tansu's TLS flags behave differently now: if tansu can serve TLS, \
+        switch the SSL/SASL_SSL tests to tansu's own TLS (--cert/--key) and drop the in-test \
+        terminator in integration_tests::secure (and the notes in README and DESIGN)";
+    let p = pki(false);
+    let dir = p.dir.0.clone();
+    let cert = p.server_cert.to_str().unwrap();
+    let key = p.server_key.to_str().unwrap();
 
-/// The tansu binary, or `None` (after saying why) when broker tests should skip; under
-/// `CI=true` a missing binary fails the test.
-fn tansu_or_skip() -> Option<PathBuf> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    match tansu_bin() {
-        Some(b) => Some(b),
-        None => {
-            assert!(
-                !ci,
-                "tansu is not installed and CI=true: run scripts/broker.sh install"
-            );
-            eprintln!("note: tansu not found; skipping broker security test");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A tansu process, killed when dropped.
-struct Tansu(Child);
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised: u16) -> Tansu {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let advertised = format!("tcp://127.0.0.1:{advertised}");
-    let log = std::fs::File::create(dir.join(format!("tansu-{port}.log"))).unwrap();
-    let child = Command::new(bin)
-        .current_dir(dir)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &advertised,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .args(extra)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let tansu = Tansu(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() >= deadline {
-            let log = std::fs::read_to_string(dir.join(format!("tansu-{port}.log")));
-            panic!("tansu did not start on {port}: {log:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    tansu
-}
-
-/// tansu behind TLS, and (with `users`) with SCRAM authentication required. Users are
-/// created on a first, open broker sharing the same sqlite storage: `tansu user create` speaks
-/// plaintext without credentials.
-///
-/// TLS is terminated by an in-test rustls proxy in front of tansu's plaintext listener, with
-/// tansu advertising the proxy's address: tansu 0.6.0 cannot serve TLS from its command line,
-/// because its `--cert` and `--key` flags share an exclusive clap group ("the argument
-/// '--cert <CERT>' cannot be used with '--key <KEY>'") while it needs both to enable TLS.
-/// So the TLS handshake is ours against rustls, and the Kafka and SASL traffic inside it is
-/// tansu's.
-struct SecureBroker {
-    _tansu: Tansu,
-    port: u16,
-    pki: Pki,
-}
-
-async fn secure_broker(bin: &Path, users: &[(&str, &str, &str)]) -> SecureBroker {
-    let pki = pki(false);
-    let dir = pki.dir.0.clone();
-    if !users.is_empty() {
+    // Both flags, in either order: clap refuses the pair (one exclusive group).
+    for pair in [
+        ["--cert", cert, "--key", key],
+        ["--key", key, "--cert", cert],
+    ] {
         let port = free_port();
-        let open = start_tansu(bin, &dir, port, &[], port);
-        for (mechanism, user, password) in users {
-            let out = Command::new(bin)
-                .args([
-                    "user",
-                    "create",
-                    "--broker",
-                    &format!("tcp://127.0.0.1:{port}"),
-                ])
-                .args(["--mechanism", mechanism, user, password])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tansu user create: {out:?}");
-        }
-        drop(open);
+        let mut child = Command::new(&bin)
+            .current_dir(&dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .args(pair)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // clap answers at once; a broker that starts instead is stopped after a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let exited = loop {
+            if child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(exited, "tansu started with {pair:?}: {SWITCH}");
+        assert_eq!(out.status.code(), Some(2), "{stderr}\n{SWITCH}");
+        assert!(
+            stderr.contains("error: the argument '--")
+                && stderr.contains("cannot be used with '--"),
+            "{stderr}\n{SWITCH}"
+        );
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let plain = free_port();
-    let args: &[&str] = if users.is_empty() {
-        &[]
-    } else {
-        &["--authentication"]
-    };
-    let tansu = start_tansu(bin, &dir, plain, args, port);
-    let acceptor = tls_acceptor(&pki, false);
-    tokio::spawn(async move {
+
+    // Either flag alone, even with the certificate and key together in one PEM: tansu starts,
+    // but its listener stays plaintext.
+    let both = p.dir.write(
+        "cert-and-key.pem",
+        &(std::fs::read_to_string(cert).unwrap() + &std::fs::read_to_string(key).unwrap()),
+    );
+    for flag in ["--cert", "--key"] {
+        let port = free_port();
+        let _tansu = spawn_tansu(&bin, &dir, port, &[flag, both.to_str().unwrap()], port);
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut up) = TcpStream::connect(("127.0.0.1", plain)).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
+            match Connection::connect(&addr, ConnectionConfig::default()).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("tansu {flag} PEM does not answer plaintext ({e}): {SWITCH}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
-    });
-    SecureBroker {
-        _tansu: tansu,
-        port,
-        pki,
+        let mut over_tls = ssl(tls_to(&p.ca));
+        over_tls.connect_timeout = Duration::from_secs(2);
+        let r = Connection::connect(&addr, over_tls).await;
+        assert!(r.is_err(), "tansu {flag} PEM served TLS: {SWITCH}");
     }
 }
 

@@ -143,6 +143,7 @@ impl Connection {
     /// Connects (over TCP, or through the configured [`Dialer`]) and learns the broker's API
     /// versions.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection, RequestError> {
+        check_security(addr, &config)?;
         let dial = async {
             match &config.dialer {
                 Some(dialer) => dialer.dial(addr).await,
@@ -171,12 +172,25 @@ impl Connection {
                     source: Arc::new(SecurityError::Tls(e)),
                 })?;
         }
-        Connection::handshake(stream, addr, config).await
+        Connection::handshake_checked(stream, addr, config).await
     }
 
     /// Runs the connection over any byte stream (a test peer, a TLS stream), performs the
     /// ApiVersions handshake and, when the security protocol says so, SASL authentication.
+    /// The stream is used as given: with `SSL`/`SASL_SSL` the caller has done the TLS.
     pub async fn handshake<S>(
+        stream: S,
+        addr: &str,
+        config: ConnectionConfig,
+    ) -> Result<Connection, RequestError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        check_security(addr, &config)?;
+        Connection::handshake_checked(stream, addr, config).await
+    }
+
+    async fn handshake_checked<S>(
         stream: S,
         addr: &str,
         config: ConnectionConfig,
@@ -186,11 +200,14 @@ impl Connection {
     {
         let mut conn = Connection::start(stream, addr, config);
         conn.versions = Arc::new(conn.api_versions().await?);
-        if conn.config.security.protocol.uses_sasl()
-            && let Some(sasl) = &conn.config.security.sasl
-            && let Some(lifetime) = sasl::authenticate(&conn, sasl).await?
-        {
-            tokio::spawn(reauthenticate(conn.downgrade(), lifetime));
+        if conn.config.security.protocol.uses_sasl() {
+            // check_security made sure the settings are there; never skip authentication.
+            let sasl = conn.config.security.sasl.as_ref().ok_or_else(|| {
+                security_config_error(addr, "a SASL protocol needs sasl settings".into())
+            })?;
+            if let Some(lifetime) = sasl::authenticate(&conn, sasl).await? {
+                tokio::spawn(reauthenticate(conn.downgrade(), lifetime));
+            }
         }
         Ok(conn)
     }
@@ -482,6 +499,24 @@ impl Connection {
         lock(&self.shared).fail(ConnectionFailure::Dropped);
         self.wakers.writer.notify_one();
         self.wakers.timer.notify_one();
+    }
+}
+
+/// Refuses contradictory security settings before anything is dialed or sent: a `SASL_*`
+/// protocol without SASL settings must not become an unauthenticated connection, and settings
+/// the protocol would not use must not be silently dropped. The client validates its whole
+/// config too; this covers connections made directly.
+fn check_security(addr: &str, config: &ConnectionConfig) -> Result<(), RequestError> {
+    config
+        .security
+        .validate()
+        .map_err(|m| security_config_error(addr, m))
+}
+
+fn security_config_error(addr: &str, message: String) -> RequestError {
+    RequestError::Security {
+        addr: addr.to_string(),
+        source: Arc::new(SecurityError::Config(message)),
     }
 }
 

@@ -497,6 +497,20 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
     let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
     let line = text[line_start..line_end].trim();
+    // An error about a whole table (a field given twice, through an alias) points at its
+    // header: the table is the key.
+    if let Some(header) = line.strip_prefix('[') {
+        let name = header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let bare = |c: char| c.is_ascii_alphanumeric() || "_-. ".contains(c);
+        if !name.is_empty() && name.chars().all(bare) {
+            return Some(name.to_owned());
+        }
+    }
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"'))?;
@@ -681,7 +695,7 @@ max_attempts = 7
     #[test]
     fn security_section_parses_validates_and_hides_the_password() {
         let text = "[bus]\nbackend = \"kafka\"\n\n[bus.kafka]\nbrokers = [\"k:9093\"]\n\n\
-                    [bus.kafka.security]\nprotocol = \"SASL_SSL\"\n\n\
+                    [bus.kafka.security]\nsecurity_protocol = \"SASL_SSL\"\n\n\
                     [bus.kafka.security.ssl]\nca = \"/etc/kafka/ca.pem\"\n\n\
                     [bus.kafka.security.sasl]\nmechanism = \"SCRAM-SHA-512\"\n\
                     username = \"svc\"\npassword = \"hunter2-s3cret\"\n";
@@ -708,6 +722,22 @@ max_attempts = 7
         assert!(key.ends_with("user_name"), "{e}");
         assert!(key.starts_with("bus.kafka.security"), "{e}");
         assert!(e.to_string().starts_with("sec.toml: "), "{e}");
+
+        // `protocol` is the alias of `security_protocol`; both at once are refused, by key.
+        let alias = text.replace("security_protocol =", "protocol =");
+        let c = BusConfig::parse(&alias, "sec.toml").unwrap();
+        c.validate_in("sec.toml").unwrap();
+        assert_eq!(
+            c.kafka.security.as_ref().unwrap().protocol,
+            SecurityProtocol::SaslSsl
+        );
+        let both = text.replace(
+            "security_protocol = \"SASL_SSL\"",
+            "security_protocol = \"SASL_SSL\"\nprotocol = \"SSL\"",
+        );
+        let e = BusConfig::parse(&both, "sec.toml").unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        assert_eq!(e.key(), Some("bus.kafka.security"), "{e}");
 
         // Well-typed but inconsistent: SASL_SSL without sasl settings.
         let cut = &text[..text.find("[bus.kafka.security.sasl]").unwrap()];

@@ -161,7 +161,7 @@ pub(crate) type TlsKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, boo
 pub(crate) type BuiltTls = (TlsKey, Arc<rustls::ClientConfig>);
 
 /// TLS options (`[bus.kafka.security.ssl]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TlsConfig {
@@ -183,6 +183,20 @@ pub struct TlsConfig {
     /// settings were changed rebuilds. Replacing a file on disk needs a new `TlsConfig`.
     #[serde(skip)]
     pub(crate) built: Arc<Mutex<Option<BuiltTls>>>,
+}
+
+/// The settings only: file paths and the flag. The built rustls configuration (root
+/// certificates, the client's certified key) stays out, so a logged config is short and carries
+/// no key material.
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 impl TlsConfig {
@@ -256,11 +270,16 @@ impl SaslConfig {
 }
 
 /// How connections are secured (`[bus.kafka.security]`). Default: plaintext, no SASL.
+///
+/// In TOML the protocol is `security_protocol` (Kafka's `security.protocol`, the name the
+/// kbus flag `--security-protocol` uses too); `protocol` is accepted as an alias, and giving
+/// both is an error.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SecurityConfig {
-    #[serde(default)]
+    /// `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    #[serde(default, rename = "security_protocol", alias = "protocol")]
     pub protocol: SecurityProtocol,
     /// TLS settings; with `SSL`/`SASL_SSL` and none given, the system roots are trusted.
     #[serde(default, rename = "ssl")]
@@ -342,7 +361,7 @@ mod tests {
         let w: Wrapper = toml::from_str(
             r#"
             [security]
-            protocol = "SASL_SSL"
+            security_protocol = "SASL_SSL"
             ssl = { ca = "/etc/kafka/ca.pem" }
             sasl = { mechanism = "SCRAM-SHA-256", username = "alice", password = "hunter2" }
             "#,
@@ -362,6 +381,38 @@ mod tests {
         let debug = format!("{s:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("***"));
+    }
+
+    #[test]
+    fn protocol_is_an_alias_of_security_protocol() {
+        for key in ["security_protocol", "protocol"] {
+            let w: Wrapper = toml::from_str(&format!("[security]\n{key} = \"SSL\"")).unwrap();
+            assert_eq!(w.security.protocol, SecurityProtocol::Ssl, "{key}");
+        }
+        // Both at once is ambiguous, even when they agree.
+        let both = "[security]\nsecurity_protocol = \"SSL\"\nprotocol = \"SSL\"";
+        let e = toml::from_str::<Wrapper>(both).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn tls_debug_names_the_files_not_the_built_config() {
+        let tls = TlsConfig::default().insecure_skip_verify(true);
+        // Fills the cache the clones share with a built rustls config.
+        crate::security::tls::client_config(&tls).unwrap();
+        assert!(tls.built.lock().unwrap().is_some());
+        assert_eq!(
+            format!("{tls:?}"),
+            "TlsConfig { ca: None, cert: None, key: None, insecure_skip_verify: true }"
+        );
+        let files = TlsConfig::default()
+            .ca("/etc/kafka/ca.pem")
+            .client_cert("/etc/kafka/me.pem", "/etc/kafka/me-key.pem");
+        assert_eq!(
+            format!("{files:?}"),
+            "TlsConfig { ca: Some(\"/etc/kafka/ca.pem\"), cert: Some(\"/etc/kafka/me.pem\"), \
+             key: Some(\"/etc/kafka/me-key.pem\"), insecure_skip_verify: false }"
+        );
     }
 
     #[test]

@@ -28,4 +28,9 @@ pub enum SecurityError {
     Tls(#[from] TlsError),
     #[error("SASL: {0}")]
     Sasl(#[from] SaslError),
+    /// The security settings contradict each other (a SASL protocol without SASL settings,
+    /// SASL or TLS settings under a protocol that does not use them). Refused before dialing,
+    /// so nothing is sent unauthenticated that was meant to be authenticated.
+    #[error("invalid security configuration: {0}")]
+    Config(String),
 }

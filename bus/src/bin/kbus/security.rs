@@ -3,6 +3,10 @@
 //! `--sasl-username U`, `--sasl-password P` (or `KAFKA_SASL_PASSWORD`, which keeps it out of
 //! the process list), `--ssl-ca FILE`, `--ssl-cert FILE`, `--ssl-key FILE`,
 //! `--ssl-insecure-skip-verify`.
+//!
+//! A flag the protocol would not use is an error, never silently dropped (a `--sasl-password`
+//! with `SSL` most likely means the protocol is wrong). `KAFKA_SASL_PASSWORD` is only read
+//! under a SASL protocol: an environment variable may be set for other tools.
 
 use bus::security::{
     SaslConfig, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig,
@@ -14,9 +18,7 @@ pub fn parse(args: &mut Args) -> Result<SecurityConfig, String> {
     let protocol = args.value(None, "--security-protocol")?;
     let mechanism = args.value(None, "--sasl-mechanism")?;
     let username = args.value(None, "--sasl-username")?;
-    let password = args
-        .value(None, "--sasl-password")?
-        .or_else(|| std::env::var("KAFKA_SASL_PASSWORD").ok());
+    let password = args.value(None, "--sasl-password")?;
     let ca = args.value(None, "--ssl-ca")?;
     let cert = args.value(None, "--ssl-cert")?;
     let key = args.value(None, "--ssl-key")?;
@@ -56,12 +58,13 @@ pub fn parse(args: &mut Args) -> Result<SecurityConfig, String> {
         let mechanism = SaslMechanism::from_name(&name).ok_or_else(|| {
             format!("--sasl-mechanism: {name:?} is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER")
         })?;
+        let password = password.or_else(|| std::env::var("KAFKA_SASL_PASSWORD").ok());
         security = security.sasl(SaslConfig::new(
             mechanism,
             username.unwrap_or_default(),
             Secret::new(password.unwrap_or_default()),
         ));
-    } else if mechanism.is_some() || username.is_some() {
+    } else if mechanism.is_some() || username.is_some() || password.is_some() {
         return Err(format!(
             "--sasl-* flags need --security-protocol SASL_PLAINTEXT or SASL_SSL, not {protocol:?}"
         ));
@@ -103,5 +106,20 @@ mod tests {
         assert!(parse_str("--security-protocol SASL_SSL").is_err());
         assert!(parse_str("--security-protocol TLS").is_err());
         assert!(parse_str("--security-protocol SSL --ssl-cert c").is_err());
+        // Every flag the protocol would not use is refused, naming the protocol.
+        for flags in [
+            "--security-protocol SSL --sasl-password p",
+            "--security-protocol PLAINTEXT --sasl-password p",
+            "--sasl-password p",
+            "--security-protocol SSL --sasl-username u",
+            "--security-protocol SSL --sasl-mechanism PLAIN",
+            "--security-protocol SASL_PLAINTEXT --sasl-mechanism PLAIN --sasl-username u \
+             --ssl-ca ca.pem",
+            "--security-protocol SASL_PLAINTEXT --sasl-mechanism PLAIN --sasl-username u \
+             --ssl-insecure-skip-verify",
+        ] {
+            let e = parse_str(flags).unwrap_err();
+            assert!(e.contains("need --security-protocol"), "{flags}: {e}");
+        }
     }
 }
