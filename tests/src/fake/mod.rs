@@ -36,6 +36,7 @@ pub use hooks::{Action, HookCtx};
 
 use group::Coordinator;
 use hooks::{Hook, Hooks};
+pub use log::MAX_PARTITIONS;
 use log::Logs;
 
 /// The port every fake broker advertises.
