@@ -482,9 +482,20 @@ fn offsets_are_reset_to_a_datetime_and_to_earliest() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     ok(&run(&["-b", &b, "produce", "-t", &t], "d\ne\n"));
     let reset = |to: &[&str]| {
-        let mut args = vec!["-b", b.as_str(), "groups", "reset", g.as_str(), "-t", t.as_str()];
+        let mut args = vec![
+            "-b",
+            b.as_str(),
+            "groups",
+            "reset",
+            g.as_str(),
+            "-t",
+            t.as_str(),
+        ];
         args.extend_from_slice(to);
-        lines(&ok(&run(&args, ""))).iter().map(|l| l.to_string()).collect::<Vec<_>>()
+        lines(&ok(&run(&args, "")))
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
     };
     let header = "TOPIC\tPARTITION\tPREVIOUS\tNEW".to_string();
     assert_eq!(
@@ -588,7 +599,10 @@ async fn a_group_with_a_live_member_is_described_and_lagged() {
     let t = unique("kbus-glive");
     let g = unique("kbus-glive-group");
     ok(&run(&["-b", &b, "topics", "create", &t, "-p", "2"], ""));
-    ok(&run(&["-b", &b, "produce", "-t", &t, "-p", "0"], "a\nb\nc\n"));
+    ok(&run(
+        &["-b", &b, "produce", "-t", &t, "-p", "0"],
+        "a\nb\nc\n",
+    ));
     let tansu = ok(&run(&["-b", &b, "metadata"], "")).starts_with("cluster tansu_cluster");
     let (member_id, stop, polling) = live_member(&b, &g, &t, 3).await;
 
@@ -599,7 +613,10 @@ async fn a_group_with_a_live_member_is_described_and_lagged() {
         d[0].starts_with(&format!("group {g} state Stable ")) && d[0].ends_with(" members 1"),
         "{described}"
     );
-    assert!(d[1].starts_with(&format!("member {member_id} ")), "{described}");
+    assert!(
+        d[1].starts_with(&format!("member {member_id} ")),
+        "{described}"
+    );
     if !tansu {
         // tansu 0.6 leaves a member's client id, host, instance id and assignment out.
         assert!(d[0].contains(" protocol range "), "{described}");

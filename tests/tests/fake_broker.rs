@@ -791,7 +791,11 @@ async fn create_topics_refuses_a_partition_count_above_the_cap() {
         req.timeout_ms = 1000;
         req
     };
-    for (name, n) in [("huge", i32::MAX), ("over", MAX_PARTITIONS + 1), ("zero", 0)] {
+    for (name, n) in [
+        ("huge", i32::MAX),
+        ("over", MAX_PARTITIONS + 1),
+        ("zero", 0),
+    ] {
         let resp = raw.send(&create(name, n), 7).await.unwrap();
         assert_eq!(
             ErrorCode::from_code(resp.topics[0].error_code),
@@ -800,7 +804,10 @@ async fn create_topics_refuses_a_partition_count_above_the_cap() {
         );
         assert_eq!(fake.high_watermark(name, 0), None, "{name} was not created");
     }
-    let resp = raw.send(&create("at-cap", MAX_PARTITIONS), 7).await.unwrap();
+    let resp = raw
+        .send(&create("at-cap", MAX_PARTITIONS), 7)
+        .await
+        .unwrap();
     assert_eq!(resp.topics[0].error_code, 0);
     assert_eq!(resp.topics[0].num_partitions, MAX_PARTITIONS);
     assert_eq!(fake.high_watermark("at-cap", MAX_PARTITIONS - 1), Some(0));

@@ -654,7 +654,11 @@ async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     .await;
     assert_eq!(partitions(again.assignment()), b_parts);
     assert_eq!(partitions(a.assignment()), a_parts);
-    assert_eq!(a.generation().map(|(g, _)| g), Some(generation), "no rebalance");
+    assert_eq!(
+        a.generation().map(|(g, _)| g),
+        Some(generation),
+        "no rebalance"
+    );
     assert_eq!(again.generation().map(|(g, _)| g), Some(generation));
     let since: Vec<_> = log.lock().unwrap()[split_at..].to_vec();
     assert!(

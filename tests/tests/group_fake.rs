@@ -1206,7 +1206,11 @@ async fn async_commits_land_in_the_order_they_were_made() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 1)]);
     produce(&fake, 1, 5).await;
     let mut c = owned_consumer(&fake, group_config("g", AssignorKind::Range), 5).await;
-    fake.fail_next(ApiKey::OffsetCommit, 1, ErrorCode::CoordinatorLoadInProgress);
+    fake.fail_next(
+        ApiKey::OffsetCommit,
+        1,
+        ErrorCode::CoordinatorLoadInProgress,
+    );
     let first = c.commit_async(vec![TopicPartitionOffset::new(TOPIC, 0, 3)]);
     let second = c.commit_async(vec![TopicPartitionOffset::new(TOPIC, 0, 5)]);
     // Awaited in reverse: the order is the queue's, not the caller's.
@@ -1252,11 +1256,8 @@ impl OwnershipWatch {
             }
             Action::Pass
         });
-        let (claims, double, syncs) = (
-            self.claims.clone(),
-            self.double.clone(),
-            self.syncs.clone(),
-        );
+        let (claims, double, syncs) =
+            (self.claims.clone(), self.double.clone(), self.syncs.clone());
         fake.hook(ApiKey::SyncGroup, move |ctx| {
             if let kafka_proto::messages::RequestKind::SyncGroup(r) = ctx.request
                 && !r.assignments.is_empty()
@@ -1513,7 +1514,11 @@ async fn offset_fetch_coordinator_error(code: ErrorCode) {
         got.extend(batch.iter().map(|r| (r.partition, r.offset)));
     }
     got.sort();
-    assert_eq!(got, [(0, 3), (0, 4), (1, 3), (1, 4)], "started at the commit");
+    assert_eq!(
+        got,
+        [(0, 3), (0, 4), (1, 3), (1, 4)],
+        "started at the commit"
+    );
     assert_eq!(fake.count(ApiKey::OffsetFetch), fetches + 2, "retried once");
     assert!(
         fake.count(ApiKey::FindCoordinator) >= finds + 2,
@@ -1554,7 +1559,13 @@ async fn offset_fetch_refused_fails_the_poll_then_the_member_recovers() {
     }
     let mut got = Vec::new();
     while got.len() < 4 {
-        got.extend(c.poll().await.unwrap().iter().map(|r| (r.partition, r.offset)));
+        got.extend(
+            c.poll()
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.partition, r.offset)),
+        );
     }
     got.sort();
     assert_eq!(got, [(0, 3), (0, 4), (1, 3), (1, 4)]);
@@ -1576,7 +1587,10 @@ async fn leave_not_coordinator_is_resent_to_the_coordinator() {
         a.assignment() == all(4)
     })
     .await;
-    assert!(closed.elapsed() < SESSION, "moved without the session timeout");
+    assert!(
+        closed.elapsed() < SESSION,
+        "moved without the session timeout"
+    );
 }
 
 /// A LeaveGroup refused for good is `close`'s error (once, not retried); the consumer is
@@ -1592,6 +1606,9 @@ async fn leave_refused_is_reported_and_the_session_ends_it() {
     }
     assert_eq!(fake.count(ApiKey::LeaveGroup), 1);
     assert_eq!(fake.group_state("g").unwrap().members.len(), 2);
-    until("a gets everything", SESSION * 3, || a.assignment() == all(4)).await;
+    until("a gets everything", SESSION * 3, || {
+        a.assignment() == all(4)
+    })
+    .await;
     assert_eq!(fake.group_state("g").unwrap().members.len(), 1);
 }

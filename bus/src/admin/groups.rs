@@ -500,7 +500,8 @@ impl Admin {
                 continue;
             };
             for p in &t.partitions {
-                rows.entry((name.clone(), p.partition_index)).or_insert(None);
+                rows.entry((name.clone(), p.partition_index))
+                    .or_insert(None);
             }
         }
         let wanted: Vec<(&str, i32)> = rows.keys().map(|(t, p)| (t.as_str(), *p)).collect();

@@ -89,8 +89,7 @@ impl CommitQueue {
         if offsets.is_empty() {
             return Either::Left(std::future::ready(Ok(())));
         }
-        let id = match check_offsets(&offsets).and_then(|()| self.coord.lock().commit_identity())
-        {
+        let id = match check_offsets(&offsets).and_then(|()| self.coord.lock().commit_identity()) {
             Ok(id) => id,
             Err(e) => return Either::Left(std::future::ready(Err(e))),
         };

@@ -36,8 +36,8 @@ pub use hooks::{Action, HookCtx};
 
 use group::Coordinator;
 use hooks::{Hook, Hooks};
-pub use log::MAX_PARTITIONS;
 use log::Logs;
+pub use log::MAX_PARTITIONS;
 
 /// The port every fake broker advertises.
 pub const PORT: u16 = 9092;
