@@ -1,4 +1,5 @@
-//! Group administration against a scripted two-broker cluster on loopback sockets, for what
+//! Group administration against a scripted two-broker cluster over in-memory pipes, in paused
+//! tokio time (the API timeout and backoffs are exact), for what
 //! the test broker will not do on demand: a coordinator that moves (NOT_COORDINATOR from the
 //! old one, then FindCoordinator names the new one), COORDINATOR_LOAD_IN_PROGRESS, and
 //! members whose assignments carry real consumer-protocol bytes (tansu 0.6 describes members
@@ -6,13 +7,13 @@
 
 mod common;
 
-use common::scripted::{FrameReader, api_key, api_versions, reply};
+use common::scripted::{FrameReader, PIPE_PORT, api_key, api_versions, pipe_dialer, reply};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::admin::{GroupState, MemberAssignment};
 use bus::backoff::Backoff;
-use bus::{Client, ClientConfig, Error};
+use bus::{Client, ClientConfig, ConnectionConfig, Error};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_proto::envelope::decode_request;
 use kafka_proto::messages::consumer_protocol_assignment::TopicPartition;
@@ -25,7 +26,7 @@ use kafka_proto::messages::{
     MetadataRequest, MetadataResponse,
 };
 use kafka_proto::{ApiKey, Encode, ErrorCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::DuplexStream;
 
 #[derive(Default)]
 struct State {
@@ -65,7 +66,7 @@ fn member() -> DescribedGroupMember {
     m
 }
 
-async fn serve(node: i32, ports: [u16; 2], mut stream: TcpStream, state: Arc<Mutex<State>>) {
+async fn serve(node: i32, mut stream: DuplexStream, state: Arc<Mutex<State>>) {
     let mut reader = FrameReader::new();
     while let Some(frame) = reader.next(&mut stream).await {
         let key = api_key(&frame);
@@ -85,11 +86,11 @@ async fn serve(node: i32, ports: [u16; 2], mut stream: TcpStream, state: Arc<Mut
                 let mut resp = MetadataResponse::default();
                 resp.cluster_id = Some("fake".into());
                 resp.controller_id = 1;
-                for (id, port) in [(1, ports[0]), (2, ports[1])] {
+                for id in [1, 2] {
                     let mut b = MetadataResponseBroker::default();
                     b.node_id = id;
-                    b.host = "127.0.0.1".into();
-                    b.port = port as i32;
+                    b.host = format!("node-{id}");
+                    b.port = PIPE_PORT;
                     resp.brokers.push(b);
                 }
                 reply(&mut stream, h.correlation_id, h.request_api_version, &resp).await;
@@ -111,8 +112,8 @@ async fn serve(node: i32, ports: [u16; 2], mut stream: TcpStream, state: Arc<Mut
                     let mut c = Coordinator::default();
                     c.key = key.clone();
                     c.node_id = coordinator;
-                    c.host = "127.0.0.1".into();
-                    c.port = ports[coordinator as usize - 1] as i32;
+                    c.host = format!("node-{coordinator}");
+                    c.port = PIPE_PORT;
                     resp.coordinators.push(c);
                 }
                 reply(&mut stream, h.correlation_id, h.request_api_version, &resp).await;
@@ -154,27 +155,18 @@ async fn serve(node: i32, ports: [u16; 2], mut stream: TcpStream, state: Arc<Mut
 
 async fn cluster(state: State) -> (Client, Arc<Mutex<State>>) {
     let state = Arc::new(Mutex::new(state));
-    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ports = [
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    ];
-    for (node, listener) in [(1, a), (2, b)] {
-        let state = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(node, ports, stream, state.clone()));
-            }
-        });
-    }
-    let config = ClientConfig::new([format!("127.0.0.1:{}", ports[0])]).retry_backoff(
-        Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
-    );
+    let served = state.clone();
+    let dialer = pipe_dialer(move |node, stream| serve(node, stream, served.clone()));
+    let config = ClientConfig::new([format!("node-1:{PIPE_PORT}")])
+        .retry_backoff(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        ))
+        .connection(ConnectionConfig::default().dialer(dialer));
     (Client::connect(config).await.unwrap(), state)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_moved_coordinator_is_rediscovered_and_assignments_are_decoded() {
     let (client, state) = cluster(State {
         coordinator: 2,
@@ -225,7 +217,7 @@ async fn a_moved_coordinator_is_rediscovered_and_assignments_are_decoded() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn not_coordinator_sends_the_next_attempt_to_the_new_coordinator() {
     // FindCoordinator names node 1, and the group moves to node 2 right after.
     let (client, state) = cluster(State {
@@ -251,7 +243,7 @@ async fn not_coordinator_sends_the_next_attempt_to_the_new_coordinator() {
     assert_eq!(described, [1, 2]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_coordinator_that_never_loads_fails_with_its_code_after_the_api_timeout() {
     let (client, _state) = cluster(State {
         coordinator: 2,

@@ -1,4 +1,5 @@
-//! The group consumer against a scripted one-broker coordinator on a loopback socket, for the
+//! The group consumer against a scripted one-broker coordinator over in-memory pipes, in
+//! paused tokio time (so its 30 ms heartbeats and 400 ms poll interval are exact), for the
 //! answers a real test broker will not give on demand (tansu 0.6 never refuses a commit, never
 //! fences a static member, never evicts by rebalance timeout): MEMBER_ID_REQUIRED, each
 //! heartbeat error code, a refused commit, FENCED_INSTANCE_ID, LeaveGroup on close (dynamic
@@ -9,7 +10,7 @@
 
 mod common;
 
-use common::scripted::{FrameReader, api_key, api_versions, reply};
+use common::scripted::{FrameReader, PIPE_PORT, api_key, api_versions, pipe_dialer, reply};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +18,8 @@ use std::time::Duration;
 use bus::backoff::Backoff;
 use bus::consumer::{AutoOffsetReset, ConsumerConfig};
 use bus::{
-    Client, ClientConfig, Error, GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener,
-    TopicPartition, TopicPartitionOffset,
+    Client, ClientConfig, ConnectionConfig, Error, GroupConfig, GroupConsumer, RebalanceContext,
+    RebalanceListener, TopicPartition, TopicPartitionOffset,
 };
 use bytes::Bytes;
 use kafka_proto::envelope::decode_request;
@@ -38,13 +39,12 @@ use kafka_proto::messages::offset_fetch_response::{
 };
 use kafka_proto::messages::*;
 use kafka_proto::{ApiKey, ErrorCode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::DuplexStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct State {
-    port: u16,
     generation: i32,
     next_member: u32,
     /// Member ids of every JoinGroup, in order.
@@ -70,19 +70,7 @@ struct Fake(Arc<Mutex<State>>);
 
 impl Fake {
     async fn start() -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let state = Arc::new(Mutex::new(State {
-            port: listener.local_addr().unwrap().port(),
-            ..State::default()
-        }));
-        let fake = Fake(state);
-        let f = fake.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, f.clone()));
-            }
-        });
-        fake
+        Fake(Arc::new(Mutex::new(State::default())))
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, State> {
@@ -90,9 +78,14 @@ impl Fake {
     }
 
     async fn consumer(&self, group: GroupConfig) -> GroupConsumer {
-        let config = ClientConfig::new([format!("127.0.0.1:{}", self.st().port)]).retry_backoff(
-            Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
-        );
+        let fake = self.clone();
+        let dialer = pipe_dialer(move |_node, stream| serve(stream, fake.clone()));
+        let config = ClientConfig::new([format!("node-1:{PIPE_PORT}")])
+            .retry_backoff(Backoff::new(
+                Duration::from_millis(5),
+                Duration::from_millis(20),
+            ))
+            .connection(ConnectionConfig::default().dialer(dialer));
         let client = Client::connect(config).await.unwrap();
         let mut c = GroupConsumer::new(
             client,
@@ -122,7 +115,7 @@ macro_rules! answer {
     }};
 }
 
-async fn serve(mut stream: TcpStream, fake: Fake) {
+async fn serve(mut stream: DuplexStream, fake: Fake) {
     let mut reader = FrameReader::new();
     while let Some(frame) = reader.next(&mut stream).await {
         let key = api_key(&frame);
@@ -146,14 +139,13 @@ async fn serve(mut stream: TcpStream, fake: Fake) {
                 })
             }
             k if k == ApiKey::Metadata as i16 => answer!(s, frame, MetadataRequest, |_h, _r| {
-                let port = fake.st().port;
                 let mut resp = MetadataResponse::default();
                 resp.cluster_id = Some("fake".into());
                 resp.controller_id = 1;
                 let mut b = MetadataResponseBroker::default();
                 b.node_id = 1;
-                b.host = "127.0.0.1".into();
-                b.port = port as i32;
+                b.host = "node-1".into();
+                b.port = PIPE_PORT;
                 resp.brokers.push(b);
                 let mut t = MetadataResponseTopic::default();
                 t.name = Some("t".into());
@@ -170,14 +162,13 @@ async fn serve(mut stream: TcpStream, fake: Fake) {
             }),
             k if k == ApiKey::FindCoordinator as i16 => {
                 answer!(s, frame, FindCoordinatorRequest, |_h, req| {
-                    let port = fake.st().port;
                     let mut resp = FindCoordinatorResponse::default();
                     let mut c =
                         kafka_proto::messages::find_coordinator_response::Coordinator::default();
                     c.key = req.coordinator_keys.first().cloned().unwrap_or_default();
                     c.node_id = 1;
-                    c.host = "127.0.0.1".into();
-                    c.port = port as i32;
+                    c.host = "node-1".into();
+                    c.port = PIPE_PORT;
                     resp.coordinators.push(c);
                     resp
                 })
@@ -381,7 +372,7 @@ async fn poll_until<L: RebalanceListener>(
     last
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn member_id_required_is_answered_by_joining_with_the_given_id_then_heartbeats_run() {
     let fake = Fake::start().await;
     let mut c = fake.consumer(config()).await;
@@ -401,7 +392,7 @@ async fn member_id_required_is_answered_by_joining_with_the_given_id_then_heartb
     assert_eq!(leaves[0].0, "m-1");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
     let fake = Fake::start().await;
     let log: Log = Arc::default();
@@ -424,7 +415,7 @@ async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
     c.close().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unknown_member_id_loses_the_partitions_and_rejoins_with_a_new_id() {
     let fake = Fake::start().await;
     let log: Log = Arc::default();
@@ -448,7 +439,7 @@ async fn unknown_member_id_loses_the_partitions_and_rejoins_with_a_new_id() {
     c.close().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn illegal_generation_loses_the_partitions_but_keeps_the_member_id() {
     let fake = Fake::start().await;
     let log: Log = Arc::default();
@@ -464,7 +455,7 @@ async fn illegal_generation_loses_the_partitions_but_keeps_the_member_id() {
     c.close().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refused_commit_is_commit_failed_and_carries_the_generation() {
     let fake = Fake::start().await;
     let mut c = fake.consumer(config().group_instance_id("i-1")).await;
@@ -511,7 +502,7 @@ async fn a_refused_commit_is_commit_failed_and_carries_the_generation() {
     assert!(fake.st().leaves.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fenced_instance_id_is_fatal_and_typed() {
     let fake = Fake::start().await;
     let mut c = fake.consumer(config().group_instance_id("i-1")).await;
@@ -537,7 +528,7 @@ async fn fenced_instance_id_is_fatal_and_typed() {
     assert_eq!(fake.st().joins.len(), joins);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_member_that_stops_polling_leaves_after_max_poll_interval() {
     let fake = Fake::start().await;
     let log: Log = Arc::default();

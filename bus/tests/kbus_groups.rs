@@ -1,7 +1,9 @@
 //! `kbus groups` end to end against the broker: offsets set with `reset --to-offset` (a dry
-//! run first), the group listed, described, its lag table and total, reset to latest, deleted;
-//! and one-line errors with a non-zero exit for incomplete or contradictory commands. Broker
-//! tests need `KAFKA_BOOTSTRAP`; under `CI=true` its absence is a failure.
+//! run first), the group listed, described, its lag table and total, reset to latest, to
+//! earliest and to a datetime, deleted; a group with a live member described; `kbus consume
+//! -g -e` on a member the group gives nothing; and one-line errors with a non-zero exit for
+//! incomplete or contradictory commands. Broker tests need `KAFKA_BOOTSTRAP`; under `CI=true`
+//! its absence is a failure.
 
 mod common;
 
@@ -310,7 +312,8 @@ fn spawn_member(
 }
 
 /// Two `kbus consume -g` processes share a group; one is killed (SIGKILL: no final commit,
-/// no LeaveGroup) every two seconds and started again, until every record is printed.
+/// no LeaveGroup) at 10, 30, 50 and 70 % of the records printed and started again, until every
+/// record is printed.
 /// Nothing is lost, and no commit is ever ahead of what was printed (a commit is checked again
 /// after a second when it looks ahead, since printed lines reach the test through a pipe).
 /// Records go out one per batch: tansu 0.6 skips a batch fetched from its middle.
@@ -358,25 +361,33 @@ fn killed_kbus_group_members_lose_nothing() {
     };
     let mut kills = 0;
     let mut ahead = Vec::new();
+    // Kills come at points of progress, not of time, so a machine that reads everything within
+    // a couple of seconds still sees its members killed mid-stream.
+    let kill_at = [N / 10, N * 3 / 10, N / 2, N * 7 / 10];
+    let mut next_check = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while unique_seen(&printed) < N {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(90),
             "stalled at {} of {N} after {kills} kills",
             unique_seen(&printed)
         );
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        for (p, c) in committed(&b, &g) {
-            if c > printed.lock().unwrap().contiguous(p) {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                let seen = printed.lock().unwrap().contiguous(p);
-                if c > seen {
-                    ahead.push(format!(
-                        "partition {p}: committed {c}, printed below {seen}"
-                    ));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if std::time::Instant::now() >= next_check {
+            for (p, c) in committed(&b, &g) {
+                if c > printed.lock().unwrap().contiguous(p) {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let seen = printed.lock().unwrap().contiguous(p);
+                    if c > seen {
+                        ahead.push(format!(
+                            "partition {p}: committed {c}, printed below {seen}"
+                        ));
+                    }
                 }
             }
+            next_check = std::time::Instant::now() + std::time::Duration::from_secs(2);
         }
-        if kills < 4 && unique_seen(&printed) < N {
+        let seen = unique_seen(&printed);
+        if kills < kill_at.len() && seen >= kill_at[kills] && seen < N {
             let victim = kills % 2;
             members[victim].kill().unwrap();
             members[victim].wait().unwrap();
@@ -448,4 +459,240 @@ fn a_terminated_kbus_member_commits_and_leaves() {
     assert!(lag.contains(&format!("{t}\t0\t3\t3\t0")), "{lag}");
     let described = ok(&run(&["-b", &b, "groups", "describe", &g], ""));
     assert!(described.trim_end().ends_with("members 0"), "{described}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `reset --to-datetime MS` moves to the first record at or after MS; `--to-earliest` to the
+/// log start. Each prints the previous and the new offset, and the lag table follows.
+#[test]
+fn offsets_are_reset_to_a_datetime_and_to_earliest() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-greset");
+    let g = unique("kbus-greset-group");
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\nc\n"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mid = now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    ok(&run(&["-b", &b, "produce", "-t", &t], "d\ne\n"));
+    let reset = |to: &[&str]| {
+        let mut args = vec![
+            "-b",
+            b.as_str(),
+            "groups",
+            "reset",
+            g.as_str(),
+            "-t",
+            t.as_str(),
+        ];
+        args.extend_from_slice(to);
+        lines(&ok(&run(&args, "")))
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+    };
+    let header = "TOPIC\tPARTITION\tPREVIOUS\tNEW".to_string();
+    assert_eq!(
+        reset(&["--to-offset", "5"]),
+        [header.clone(), format!("{t}\t0\t-\t5")]
+    );
+    let mid = mid.to_string();
+    assert_eq!(
+        reset(&["--to-datetime", &mid]),
+        [header.clone(), format!("{t}\t0\t5\t3")]
+    );
+    assert_eq!(
+        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        [
+            "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
+            format!("{t}\t0\t3\t5\t2"),
+            "total\t\t\t\t2".to_string(),
+        ]
+    );
+    assert_eq!(
+        reset(&["--to-earliest"]),
+        [header.clone(), format!("{t}\t0\t3\t0")]
+    );
+    assert_eq!(
+        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        [
+            "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
+            format!("{t}\t0\t0\t5\t5"),
+            "total\t\t\t\t5".to_string(),
+        ]
+    );
+}
+
+/// Our own group member, once it read `records`; then polling in a task until the returned flag
+/// is set. Its client id is "a", so its member id ("a-" and a UUID, on Kafka and tansu alike)
+/// sorts before a kbus member's ("kbus-..."): the range assignor gives it a contested
+/// partition.
+async fn live_member(
+    b: &str,
+    group: &str,
+    topic: &str,
+    records: usize,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<bus::GroupConsumer>,
+) {
+    use bus::consumer::{AutoOffsetReset, ConsumerConfig};
+    use bus::{AssignorKind, Client, ClientConfig, ConnectionConfig, GroupConfig, GroupConsumer};
+    use std::time::Duration;
+
+    let client = Client::connect(
+        ClientConfig::new([b]).connection(ConnectionConfig::default().client_id("a")),
+    )
+    .await
+    .unwrap();
+    let config = GroupConfig::new(group)
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_millis(300))
+        .rebalance_timeout(Duration::from_secs(10))
+        .assignors([AssignorKind::Range])
+        .auto_commit(false);
+    let consumer = ConsumerConfig::default()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100));
+    let mut a = GroupConsumer::new(client, config, consumer).unwrap();
+    a.subscribe([topic]).unwrap();
+    let mut got = 0;
+    while got < records || a.assignment().is_empty() {
+        got += tokio::time::timeout(Duration::from_secs(30), a.poll())
+            .await
+            .expect("records within 30 s")
+            .unwrap()
+            .len();
+    }
+    if records > 0 {
+        // The first partition's records, committed; any other partition never.
+        a.commit_offsets(&[bus::TopicPartitionOffset::new(topic, 0, records as i64)])
+            .await
+            .unwrap();
+    }
+    let member_id = a.member_id();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let polling = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = tokio::time::timeout(Duration::from_millis(200), a.poll()).await;
+            }
+            a
+        })
+    };
+    (member_id, stop, polling)
+}
+
+/// A group with a live member: `groups describe` shows it, and `groups lag` shows its commit
+/// and, as "-", the partition it never committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_a_live_member_is_described_and_lagged() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-glive");
+    let g = unique("kbus-glive-group");
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "2"], ""));
+    ok(&run(
+        &["-b", &b, "produce", "-t", &t, "-p", "0"],
+        "a\nb\nc\n",
+    ));
+    let tansu = ok(&run(&["-b", &b, "metadata"], "")).starts_with("cluster tansu_cluster");
+    let (member_id, stop, polling) = live_member(&b, &g, &t, 3).await;
+
+    // The test body is not a runtime worker: blocking on kbus here leaves both to the member.
+    let described = ok(&run(&["-b", &b, "groups", "describe", &g], ""));
+    let d = lines(&described);
+    assert!(
+        d[0].starts_with(&format!("group {g} state Stable ")) && d[0].ends_with(" members 1"),
+        "{described}"
+    );
+    assert!(
+        d[1].starts_with(&format!("member {member_id} ")),
+        "{described}"
+    );
+    if !tansu {
+        // tansu 0.6 leaves a member's client id, host, instance id and assignment out.
+        assert!(d[0].contains(" protocol range "), "{described}");
+        assert!(d[1].contains(" client-id a "), "{described}");
+        assert_eq!(d[2], format!("  assigned {t} 0,1"), "{described}");
+    }
+    assert_eq!(
+        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        [
+            "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
+            format!("{t}\t0\t3\t3\t0"),
+            format!("{t}\t1\t-\t0\t-"),
+            "total\t\t\t\t0".to_string(),
+        ]
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    polling.await.unwrap().close().await.unwrap();
+}
+
+/// `kbus consume -g -e` joins a group whose one partition range gives to the live member (its
+/// member id sorts first), so it is given nothing: it still exits (successfully, printing
+/// nothing: given the partition it would print the record after the live member's commit)
+/// instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_at_end_ends_a_member_the_group_gives_nothing() {
+    let Some(b) = broker() else { return };
+    let t = unique("kbus-gempty");
+    let g = unique("kbus-gempty-group");
+    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\n"));
+    let (_, stop, polling) = live_member(&b, &g, &t, 2).await;
+    // Past the live member's commit: a member given the partition would print it.
+    ok(&run(&["-b", &b, "produce", "-t", &t], "c\n"));
+    let mut child = kbus()
+        .args(["-b", &b, "consume", "-t", &t, "-g", &g, "-e"])
+        .args(["--session-timeout-ms", "10000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            panic!(
+                "kbus -e with no partitions did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "it owned nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut a = polling.await.unwrap();
+    // The leave rebalanced the group (eager: revoke, then rejoin): the partition is the live
+    // member's again.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while a.assignment().len() != 1 {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), a.poll()).await;
+        }
+    })
+    .await
+    .expect("the live member holds the partition again");
+    a.close().await.unwrap();
 }

@@ -773,3 +773,42 @@ async fn admin_creates_topics_and_lists_offsets() {
     let got = consume_n(&mut consumer, 1).await;
     assert_eq!((got[0].1, &got[0].2[..]), (3, &b"new"[..]));
 }
+
+/// CreateTopics' partition count comes off the wire: above the fake's cap it is refused with
+/// INVALID_PARTITIONS before anything is allocated (i32::MAX partitions would be ~100 GB).
+#[tokio::test(start_paused = true)]
+async fn create_topics_refuses_a_partition_count_above_the_cap() {
+    use integration_tests::fake::MAX_PARTITIONS;
+    let fake = FakeCluster::new(1);
+    let mut raw = fake.raw(0).await;
+    let create = |name: &str, n: i32| {
+        let mut req = CreateTopicsRequest::default();
+        let mut t = create_topics_request::CreatableTopic::default();
+        t.name = name.into();
+        t.num_partitions = n;
+        t.replication_factor = 1;
+        req.topics.push(t);
+        req.timeout_ms = 1000;
+        req
+    };
+    for (name, n) in [
+        ("huge", i32::MAX),
+        ("over", MAX_PARTITIONS + 1),
+        ("zero", 0),
+    ] {
+        let resp = raw.send(&create(name, n), 7).await.unwrap();
+        assert_eq!(
+            ErrorCode::from_code(resp.topics[0].error_code),
+            ErrorCode::InvalidPartitions,
+            "{name}: {n}"
+        );
+        assert_eq!(fake.high_watermark(name, 0), None, "{name} was not created");
+    }
+    let resp = raw
+        .send(&create("at-cap", MAX_PARTITIONS), 7)
+        .await
+        .unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].num_partitions, MAX_PARTITIONS);
+    assert_eq!(fake.high_watermark("at-cap", MAX_PARTITIONS - 1), Some(0));
+}

@@ -580,21 +580,92 @@ async fn auto_commit_covers_only_records_poll_returned() {
     assert_eq!(probe.committed(&[tp]).await.unwrap()[0].1, Some(10));
 }
 
+/// Polls both members concurrently in short slices until `done` says so (or panics after
+/// WAIT): a rebalance completes only when every member polls.
+async fn poll_both_until<L: RebalanceListener, M: RebalanceListener>(
+    a: &mut GroupConsumer<L>,
+    b: &mut GroupConsumer<M>,
+    mut done: impl FnMut(&GroupConsumer<L>, &GroupConsumer<M>) -> bool,
+) {
+    tokio::time::timeout(WAIT, async {
+        while !done(a, b) {
+            let slice = Duration::from_millis(200);
+            let _ = tokio::join!(
+                tokio::time::timeout(slice, a.poll()),
+                tokio::time::timeout(slice, b.poll())
+            );
+        }
+    })
+    .await
+    .expect("condition within WAIT");
+}
+
+fn partitions(tps: Vec<TopicPartition>) -> BTreeSet<i32> {
+    tps.into_iter().map(|tp| tp.partition).collect()
+}
+
+/// Two static members split four partitions; b closes (a static member does not leave) and
+/// a new process with b's instance id takes its place within the session timeout. It gets
+/// b's partitions back with no rebalance: the generation stays, and a sees no callback at
+/// all. (Dynamic members would fail this: b's close leaves, a is given everything.)
 #[tokio::test]
-async fn a_restarted_static_member_gets_its_partitions_back() {
+async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
     let Some(addr) = bootstrap() else { return };
-    let (_admin, topic) = client_with_topic(&addr, "group-static", 2).await;
+    let (_admin, topic) = client_with_topic(&addr, "group-static", 4).await;
     let group = unique_topic("g-static");
-    let cfg = || group_config(&group).group_instance_id("instance-1");
-    let mut a = GroupConsumer::new(client(&addr).await, cfg(), consumer_config()).unwrap();
+    let log: Log = Arc::default();
+    let member = |id: &str, n: usize| {
+        let (addr, group, log) = (addr.clone(), group.clone(), log.clone());
+        let id = id.to_owned();
+        async move {
+            let cfg = group_config(&group).group_instance_id(id);
+            GroupConsumer::new(client(&addr).await, cfg, consumer_config())
+                .unwrap()
+                .with_listener(Recorder { member: n, log })
+        }
+    };
+    let mut a = member("instance-a", 0).await;
     a.subscribe([&topic]).unwrap();
-    poll_until(&mut a, |c| c.assignment().len() == 2).await;
-    let before = a.assignment();
-    a.close().await.unwrap();
-    let mut again = GroupConsumer::new(client(&addr).await, cfg(), consumer_config()).unwrap();
+    poll_until(&mut a, |c| c.assignment().len() == 4).await;
+    let mut b = member("instance-b", 1).await;
+    b.subscribe([&topic]).unwrap();
+    poll_both_until(&mut a, &mut b, |a, b| {
+        a.assignment().len() == 2 && b.assignment().len() == 2
+    })
+    .await;
+    let (generation, _) = a.generation().unwrap();
+    assert_eq!(b.generation().map(|(g, _)| g), Some(generation));
+    let (a_parts, b_parts) = (partitions(a.assignment()), partitions(b.assignment()));
+    assert!(a_parts.is_disjoint(&b_parts));
+    let split_at = log.lock().unwrap().len();
+
+    b.close().await.unwrap();
+    let mut again = member("instance-b", 2).await;
     again.subscribe([&topic]).unwrap();
-    poll_until(&mut again, |c| c.assignment().len() == 2).await;
-    assert_eq!(again.assignment(), before);
+    poll_both_until(&mut a, &mut again, |_, again| {
+        partitions(again.assignment()) == b_parts
+    })
+    .await;
+    // A few heartbeat intervals more: a rebalance, had one started, would show by now.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(3);
+    poll_both_until(&mut a, &mut again, |_, _| {
+        tokio::time::Instant::now() >= settle
+    })
+    .await;
+    assert_eq!(partitions(again.assignment()), b_parts);
+    assert_eq!(partitions(a.assignment()), a_parts);
+    assert_eq!(
+        a.generation().map(|(g, _)| g),
+        Some(generation),
+        "no rebalance"
+    );
+    assert_eq!(again.generation().map(|(g, _)| g), Some(generation));
+    let since: Vec<_> = log.lock().unwrap()[split_at..].to_vec();
+    assert!(
+        since.iter().all(|(m, _, _)| *m != 0),
+        "a saw a callback after the split: {since:?}"
+    );
+    a.close().await.unwrap();
     again.close().await.unwrap();
 }
 

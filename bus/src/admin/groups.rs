@@ -173,12 +173,16 @@ pub struct CommittedOffset {
 pub struct PartitionLag {
     pub topic: String,
     pub partition: i32,
-    pub committed: i64,
+    /// `None`: the group has committed nothing here; a member starts the partition by its
+    /// `auto_offset_reset`, which the group's offsets do not record.
+    pub committed: Option<i64>,
     /// From a Fetch response (see `Admin::high_watermarks` for why not ListOffsets).
     pub high_watermark: i64,
-    /// `high_watermark - committed`; negative only if the committed offset is beyond the
-    /// end of the log (a truncated or recreated topic).
-    pub lag: i64,
+    /// `high_watermark - committed`, `None` without a commit (there is no position to
+    /// measure from; counting from the log start would guess the reset policy). Negative
+    /// only if the committed offset is beyond the end of the log (a truncated or recreated
+    /// topic).
+    pub lag: Option<i64>,
 }
 
 /// Where [`Admin::reset_group_offsets`] moves a group's offsets.
@@ -463,26 +467,55 @@ impl Admin {
         Ok(out)
     }
 
-    /// The lag of every partition the group has committed: high watermark minus committed
-    /// offset, sorted by topic and partition.
+    /// The group's lag on every partition of every topic it has committed offsets for or a
+    /// live member is assigned, sorted by topic and partition. Partitions of those topics
+    /// without a commit are included with `committed` and `lag` `None`, so a partition the
+    /// group never committed is visible rather than silently missing.
     pub async fn group_lag(&self, group: &str) -> Result<Vec<PartitionLag>, Error> {
         let committed = self.group_offsets(group).await?;
-        let wanted: Vec<(&str, i32)> = committed
+        let mut rows: BTreeMap<(String, i32), Option<i64>> = committed
             .iter()
-            .map(|c| (c.topic.as_str(), c.partition))
+            .map(|c| ((c.topic.clone(), c.partition), Some(c.offset)))
             .collect();
+        let mut topics: BTreeSet<String> = committed.iter().map(|c| c.topic.clone()).collect();
+        match self.describe_group(group).await {
+            Ok(d) => topics.extend(
+                d.members
+                    .iter()
+                    .filter_map(|m| m.assignment.partitions())
+                    .flat_map(|p| p.keys().cloned()),
+            ),
+            Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => {}
+            Err(e) => return Err(e),
+        }
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = topics.into_iter().collect();
+        let md = self.client.fetch_metadata(Some(&names)).await?;
+        for t in md.topics {
+            // A topic gone since its commits keeps only its committed rows (their high
+            // watermark lookup reports it).
+            let Some(name) = t.name.filter(|_| t.error_code == 0) else {
+                continue;
+            };
+            for p in &t.partitions {
+                rows.entry((name.clone(), p.partition_index))
+                    .or_insert(None);
+            }
+        }
+        let wanted: Vec<(&str, i32)> = rows.keys().map(|(t, p)| (t.as_str(), *p)).collect();
         let hwms = self.high_watermarks(&wanted).await?;
-        committed
-            .iter()
+        rows.iter()
             .zip(hwms)
-            .map(|(c, hwm)| {
+            .map(|(((topic, partition), committed), hwm)| {
                 let hwm = hwm?;
                 Ok(PartitionLag {
-                    topic: c.topic.clone(),
-                    partition: c.partition,
-                    committed: c.offset,
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: *committed,
                     high_watermark: hwm,
-                    lag: hwm - c.offset,
+                    lag: committed.map(|c| hwm - c),
                 })
             })
             .collect()

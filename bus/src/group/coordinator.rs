@@ -3,6 +3,7 @@
 //! error code to the state machine. Retrying and waiting live here; deciding does not.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -18,8 +19,11 @@ use kafka_proto::messages::offset_fetch_request::{
 };
 use kafka_proto::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 
+use futures_util::future::Either;
+use tokio::sync::{mpsc, oneshot};
+
 use super::config::{AssignorKind, GroupConfig, wire_ms};
-use super::membership::{Membership, Next};
+use super::membership::{CommitIdentity, Membership, Next};
 use super::types::{TopicPartition, TopicPartitionOffset};
 use crate::client::Client;
 use crate::error::{Error, RequestError};
@@ -33,6 +37,101 @@ pub const PROTOCOL_TYPE: &str = "consumer";
 /// How many times a request is retried on retriable errors before the error is returned
 /// (the caller, usually `poll`, may try again later).
 const MAX_ATTEMPTS: u32 = 20;
+
+/// LeaveGroup attempts on retriable errors before `close` reports the last one.
+const LEAVE_ATTEMPTS: u32 = 5;
+
+/// Rejects offsets no commit can carry, before anything is queued.
+fn check_offsets(offsets: &[TopicPartitionOffset]) -> Result<(), Error> {
+    match offsets.iter().find(|o| o.offset < 0) {
+        Some(o) => Err(Error::InvalidArgument(format!(
+            "{}-{}: cannot commit negative offset {}",
+            o.topic, o.partition, o.offset
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One commit waiting its turn.
+struct QueuedCommit {
+    id: CommitIdentity,
+    offsets: Vec<TopicPartitionOffset>,
+    reply: oneshot::Sender<Result<(), Error>>,
+    /// Sent even when nobody waits for the answer any more (`commit_async`, auto-commit);
+    /// otherwise a commit whose caller went away before its turn is skipped.
+    detached: bool,
+}
+
+/// A consumer's commits, sent one at a time in the order they were made (each with all its
+/// retries before the next starts), by one task. So a slow or retried commit can never land
+/// after a later one and put older offsets back, and every commit keeps the identity it was
+/// made with (Java sends a consumer's commits in call order for the same reason).
+#[derive(Debug)]
+pub struct CommitQueue {
+    coord: Coordinator,
+    tx: Option<mpsc::UnboundedSender<QueuedCommit>>,
+}
+
+impl CommitQueue {
+    pub fn new(coord: Coordinator) -> CommitQueue {
+        CommitQueue { coord, tx: None }
+    }
+
+    /// Queues a commit of `offsets` under the identity the member has now, and returns its
+    /// outcome. The identity and the queue position are fixed here, synchronously, before the
+    /// returned future is first polled. Invalid offsets and a subscribed member outside any
+    /// generation fail without queueing.
+    pub fn submit(
+        &mut self,
+        offsets: Vec<TopicPartitionOffset>,
+        detached: bool,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        if offsets.is_empty() {
+            return Either::Left(std::future::ready(Ok(())));
+        }
+        let id = match check_offsets(&offsets).and_then(|()| self.coord.lock().commit_identity()) {
+            Ok(id) => id,
+            Err(e) => return Either::Left(std::future::ready(Err(e))),
+        };
+        let (reply, rx) = oneshot::channel();
+        let mut job = QueuedCommit {
+            id,
+            offsets,
+            reply,
+            detached,
+        };
+        if let Some(tx) = &self.tx {
+            match tx.send(job) {
+                Ok(()) => return Either::Right(Self::outcome(rx)),
+                // The task is gone (it ends only with its runtime): start another.
+                Err(mpsc::error::SendError(j)) => job = j,
+            }
+        }
+        let (tx, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_commits(self.coord.clone(), queue));
+        // A fresh channel with its receiver alive cannot refuse.
+        let _ = tx.send(job);
+        self.tx = Some(tx);
+        Either::Right(Self::outcome(rx))
+    }
+
+    async fn outcome(rx: oneshot::Receiver<Result<(), Error>>) -> Result<(), Error> {
+        rx.await
+            .unwrap_or_else(|_| Err(Error::Protocol("the commit task ended".into())))
+    }
+}
+
+/// The commit task: one commit at a time, in queue order, until the consumer is gone and the
+/// queue is drained.
+async fn run_commits(coord: Coordinator, mut queue: mpsc::UnboundedReceiver<QueuedCommit>) {
+    while let Some(job) = queue.recv().await {
+        if !job.detached && job.reply.is_closed() {
+            continue;
+        }
+        let result = coord.commit_as(&job.id, &job.offsets).await;
+        let _ = job.reply.send(result);
+    }
+}
 
 /// The answer to a successful JoinGroup.
 #[derive(Debug, Clone)]
@@ -281,7 +380,7 @@ impl Coordinator {
                         // Answer to a generation that already ended; ignore it.
                         return Ok(None);
                     }
-                    Ok(Some(m.on_error(code)))
+                    Ok(m.on_heartbeat_error(code))
                 }
             },
             Err(e) => match self.on_request_failure(&e) {
@@ -291,8 +390,23 @@ impl Coordinator {
         }
     }
 
-    /// LeaveGroup for this member (best effort: the session timeout evicts it anyway).
+    /// LeaveGroup for this member. A moved or unavailable coordinator is looked up again and
+    /// the leave resent (a few times: the session timeout evicts the member anyway, only
+    /// later), so the group rebalances at once.
     pub async fn leave(&self, reason: &str) -> Result<(), Error> {
+        let mut last = None;
+        for attempt in 1..=LEAVE_ATTEMPTS {
+            match self.leave_once(reason).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retriable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(self.client.backoff_delay(attempt)).await;
+        }
+        Err(last.unwrap_or_else(|| Error::Timeout("LeaveGroup".into())))
+    }
+
+    async fn leave_once(&self, reason: &str) -> Result<(), Error> {
         let node = self.node().await?;
         let (member_id, instance) = {
             let m = self.lock();
@@ -319,7 +433,16 @@ impl Coordinator {
             }
             Ok(req)
         })
-        .await?;
+        .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                if is_connection_error(&e) {
+                    self.lock().on_connection_error();
+                }
+                return Err(e);
+            }
+        };
         let code = resp
             .members
             .first()
@@ -329,6 +452,16 @@ impl Coordinator {
         match ErrorCode::from_code(code) {
             // Already gone: the goal is reached.
             ErrorCode::None | ErrorCode::UnknownMemberId => Ok(()),
+            code @ (ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress) => {
+                self.lock().on_error(code);
+                Err(Error::broker(
+                    code,
+                    None,
+                    format!("leave group {}", self.config.group_id),
+                ))
+            }
             code => Err(Error::broker(
                 code,
                 None,
@@ -337,25 +470,27 @@ impl Coordinator {
         }
     }
 
-    /// Commits `offsets` under the current generation, retrying retriable errors and
-    /// rediscovering the coordinator. Fencing errors are `Error::CommitFailed`.
-    pub async fn commit(&self, offsets: &[TopicPartitionOffset]) -> Result<(), Error> {
+    /// Commits `offsets` as `id` (the identity the commit was made with), retrying retriable
+    /// errors and rediscovering the coordinator. Before every attempt the identity is checked
+    /// against the membership: once its generation is over, the commit fails with
+    /// `Error::CommitFailed` rather than go out under another generation. Fencing answers are
+    /// `Error::CommitFailed` too.
+    pub async fn commit_as(
+        &self,
+        id: &CommitIdentity,
+        offsets: &[TopicPartitionOffset],
+    ) -> Result<(), Error> {
         if offsets.is_empty() {
             return Ok(());
         }
+        check_offsets(offsets)?;
         let mut by_topic: BTreeMap<&str, Vec<&TopicPartitionOffset>> = BTreeMap::new();
         for o in offsets {
-            if o.offset < 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "{}-{}: cannot commit negative offset {}",
-                    o.topic, o.partition, o.offset
-                )));
-            }
             by_topic.entry(&o.topic).or_default().push(o);
         }
         let mut last = None;
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.commit_once(&by_topic).await {
+            match self.commit_once(id, &by_topic).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retriable() => last = Some(e),
                 Err(e) => return Err(e),
@@ -367,22 +502,19 @@ impl Coordinator {
 
     async fn commit_once(
         &self,
+        id: &CommitIdentity,
         by_topic: &BTreeMap<&str, Vec<&TopicPartitionOffset>>,
     ) -> Result<(), Error> {
-        self.lock().check_can_commit()?;
+        self.lock().check_identity(id)?;
         let node = self.node().await?;
-        let (member_id, instance, generation) = {
-            let m = self.lock();
-            m.check_can_commit()?;
-            (m.member_id.clone(), m.instance_id.clone(), m.generation)
-        };
+        self.lock().check_identity(id)?;
         let group = self.config.group_id.clone();
         let result = send_versioned(&self.client, node, |v| {
             Ok(OffsetCommitRequest {
                 group_id: group,
-                generation_id_or_member_epoch: generation,
-                member_id,
-                group_instance_id: if v >= 7 { instance } else { None },
+                generation_id_or_member_epoch: id.generation,
+                member_id: id.member_id.clone(),
+                group_instance_id: if v >= 7 { id.instance_id.clone() } else { None },
                 topics: by_topic
                     .iter()
                     .map(|(topic, parts)| OffsetCommitRequestTopic {
@@ -435,7 +567,7 @@ impl Coordinator {
                             format!("{}-{}", t.name, p.partition_index),
                         ));
                     }
-                    code => return Err(self.lock().commit_error(code, None)),
+                    code => return Err(self.lock().commit_error(code, None, id)),
                 }
             }
         }

@@ -76,6 +76,15 @@ pub struct Prepare {
     pub revoked: Vec<TopicPartition>,
 }
 
+/// Who a commit speaks for, fixed when the commit is made: a commit made in one generation
+/// must never go out under a later one, where its partitions may belong to another member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitIdentity {
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+}
+
 /// Where the member is in the join/sync cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -320,13 +329,82 @@ impl Membership {
         })
     }
 
-    /// The error a commit gets for `code` (the membership is updated as for any error).
-    pub fn commit_error(&mut self, code: ErrorCode, message: Option<String>) -> Error {
+    /// The identity a commit made now carries, or `CommitFailed` when a subscribed member is
+    /// outside any generation.
+    pub fn commit_identity(&self) -> Result<CommitIdentity, Error> {
+        self.check_can_commit()?;
+        Ok(CommitIdentity {
+            generation: self.generation,
+            member_id: self.member_id.clone(),
+            instance_id: self.instance_id.clone(),
+        })
+    }
+
+    /// Whether `id` is still this member's identity. A commit checks before every attempt: once
+    /// its generation is over (a rebalance completed, the member was reset or closed), sending
+    /// it would either be refused or, worse, land under the new generation.
+    pub fn is_current(&self, id: &CommitIdentity) -> bool {
+        self.phase != Phase::Closed
+            && self.generation == id.generation
+            && self.member_id == id.member_id
+    }
+
+    /// `Err(CommitFailed)` when a subscribed member's commit made as `id` can no longer be
+    /// sent. Commits of a member that never subscribed (no generation) are not fenced.
+    pub fn check_identity(&self, id: &CommitIdentity) -> Result<(), Error> {
+        if !self.subscribed || self.is_current(id) {
+            return Ok(());
+        }
+        let code = if self.member_id != id.member_id {
+            ErrorCode::UnknownMemberId
+        } else {
+            ErrorCode::IllegalGeneration
+        };
+        Err(Error::CommitFailed {
+            code,
+            message: Some(format!(
+                "the commit was made in generation {} which is over",
+                id.generation
+            )),
+        })
+    }
+
+    /// Applies an error answer to a Heartbeat. REBALANCE_IN_PROGRESS while this member is
+    /// already on its way into the join (revoking before JoinGroup) is what it expects: the
+    /// heartbeat kept the session alive, and nothing else changes. `None`: carry on.
+    pub fn on_heartbeat_error(&mut self, code: ErrorCode) -> Option<Next> {
+        if code == ErrorCode::RebalanceInProgress && self.phase == Phase::Joining {
+            return None;
+        }
+        Some(self.on_error(code))
+    }
+
+    /// Marks the JoinGroup about to be sent: what was asked for before (by a heartbeat during
+    /// the revocation, say) is what this join does.
+    pub fn begin_join(&mut self) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Joining;
+        }
+        self.rejoin_needed = false;
+    }
+
+    /// The error a commit made as `id` gets for `code`. The membership is updated as for any
+    /// error only while `id` is still current: the answer to a commit from an older
+    /// generation says nothing about the one the member is in now.
+    pub fn commit_error(
+        &mut self,
+        code: ErrorCode,
+        message: Option<String>,
+        id: &CommitIdentity,
+    ) -> Error {
+        let current = self.is_current(id);
         match code {
             ErrorCode::IllegalGeneration
             | ErrorCode::UnknownMemberId
             | ErrorCode::RebalanceInProgress => {
-                self.on_error(code);
+                if current {
+                    self.on_error(code);
+                }
                 Error::CommitFailed { code, message }
             }
             ErrorCode::FencedInstanceId => match self.on_error(code) {
@@ -513,7 +591,8 @@ mod tests {
     #[test]
     fn commit_errors_are_typed_and_reset_as_kafka_does() {
         let mut m = stable(false, &[0]);
-        let e = m.commit_error(ErrorCode::IllegalGeneration, None);
+        let id = m.commit_identity().unwrap();
+        let e = m.commit_error(ErrorCode::IllegalGeneration, None, &id);
         assert!(matches!(
             e,
             Error::CommitFailed {
@@ -524,8 +603,9 @@ mod tests {
         assert_eq!(m.member_id, "m-1");
         assert!(m.needs_join());
         let mut m = stable(false, &[0]);
+        let id = m.commit_identity().unwrap();
         assert!(matches!(
-            m.commit_error(ErrorCode::RebalanceInProgress, None),
+            m.commit_error(ErrorCode::RebalanceInProgress, None, &id),
             Error::CommitFailed { .. }
         ));
         assert_eq!(
@@ -533,15 +613,96 @@ mod tests {
             "a rebalance alone does not end the generation"
         );
         let mut m = stable(false, &[0]);
+        let id = m.commit_identity().unwrap();
         assert!(matches!(
-            m.commit_error(ErrorCode::UnknownMemberId, None),
+            m.commit_error(ErrorCode::UnknownMemberId, None, &id),
             Error::CommitFailed { .. }
         ));
         assert_eq!(m.member_id, "");
         assert!(matches!(
-            m.commit_error(ErrorCode::OffsetMetadataTooLarge, None),
+            m.commit_error(ErrorCode::OffsetMetadataTooLarge, None, &id),
             Error::Broker { .. }
         ));
+    }
+
+    #[test]
+    fn a_commit_keeps_the_identity_it_was_made_with() {
+        let mut m = stable(false, &[0, 1]);
+        m.subscribed = true;
+        let id = m.commit_identity().unwrap();
+        assert_eq!(
+            id,
+            CommitIdentity {
+                generation: 5,
+                member_id: "m-1".into(),
+                instance_id: None
+            }
+        );
+        assert!(m.check_identity(&id).is_ok());
+        // Revoking before the join keeps the generation: commits from on_revoked still go.
+        m.on_error(ErrorCode::RebalanceInProgress);
+        m.prepare_join();
+        assert!(m.check_identity(&id).is_ok());
+        // The next generation: the old commit is over, whatever the member owns now.
+        m.on_joined(6, "m-1", Some(AssignorKind::Range), false);
+        m.on_synced(vec![tp(0)]);
+        assert!(matches!(
+            m.check_identity(&id),
+            Err(Error::CommitFailed {
+                code: ErrorCode::IllegalGeneration,
+                ..
+            })
+        ));
+        // A stale commit's refusal does not touch the generation the member is in now.
+        let e = m.commit_error(ErrorCode::IllegalGeneration, None, &id);
+        assert!(matches!(e, Error::CommitFailed { .. }));
+        assert_eq!(m.generation(), Some((6, "m-1".into())));
+        assert!(!m.needs_join());
+        // A new member id: UNKNOWN_MEMBER_ID.
+        let id6 = m.commit_identity().unwrap();
+        m.on_error(ErrorCode::UnknownMemberId);
+        assert!(matches!(
+            m.check_identity(&id6),
+            Err(Error::CommitFailed {
+                code: ErrorCode::UnknownMemberId,
+                ..
+            })
+        ));
+        // Closed: nothing from before goes out.
+        let mut m = stable(false, &[0]);
+        m.subscribed = true;
+        let id = m.commit_identity().unwrap();
+        m.on_closed();
+        assert!(m.check_identity(&id).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_rebalance_while_revoking_changes_nothing() {
+        let mut m = stable(false, &[0, 1]);
+        m.on_error(ErrorCode::RebalanceInProgress);
+        m.prepare_join();
+        assert_eq!(m.on_heartbeat_error(ErrorCode::RebalanceInProgress), None);
+        assert_eq!(m.phase, Phase::Joining);
+        assert!(!m.rejoin_needed);
+        // Stable: the same answer asks for a rejoin.
+        let mut m = stable(false, &[0]);
+        assert_eq!(
+            m.on_heartbeat_error(ErrorCode::RebalanceInProgress),
+            Some(Next::Rejoin)
+        );
+        assert!(m.needs_join());
+        // While revoking, an eviction still counts.
+        let mut m = stable(false, &[0]);
+        m.on_error(ErrorCode::RebalanceInProgress);
+        m.prepare_join();
+        assert_eq!(
+            m.on_heartbeat_error(ErrorCode::UnknownMemberId),
+            Some(Next::Rejoin)
+        );
+        assert_eq!(m.member_id, "");
+        m.begin_join();
+        assert_eq!(m.phase, Phase::Joining);
+        assert!(!m.rejoin_needed);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!
 //! Commit semantics: positions are the next offset the application will receive, so
 //! [`GroupConsumer::commit`] and auto-commit only ever cover records `poll` already returned.
+//! Every commit keeps the generation it was made in (it fails rather than go out under a
+//! later one), and a consumer's commits are sent one at a time in the order they were made.
 
 pub mod assignor;
 mod config;
@@ -43,7 +45,7 @@ use crate::client::Client;
 use crate::consumer::{AutoOffsetReset, ConsumerConfig, ConsumerRecord, Offset, PartitionConsumer};
 use crate::error::Error;
 use assignor::{MemberSubscription, TopicPartitions};
-use coordinator::{Coordinator, JoinResult};
+use coordinator::{CommitQueue, Coordinator, JoinResult};
 use heartbeat::LastPoll;
 use membership::{Membership, Next};
 use protocol::{Assignment, Subscription};
@@ -109,7 +111,7 @@ impl std::fmt::Debug for RebalanceContext<'_> {
 impl RebalanceContext<'_> {
     /// Commits these offsets (next offset to read) under the current generation.
     pub async fn commit_offsets(&mut self, offsets: &[TopicPartitionOffset]) -> Result<(), Error> {
-        self.inner.coord.commit(offsets).await
+        self.inner.commits.submit(offsets.to_vec(), false).await
     }
 
     /// Commits the positions of every assigned partition (what `poll` returned so far).
@@ -174,6 +176,8 @@ impl Drop for PollGuard {
 /// Everything but the listener, so callbacks can borrow it.
 struct Inner {
     coord: Coordinator,
+    /// Every commit goes through here: in order, each under the identity it was made with.
+    commits: CommitQueue,
     consumer: PartitionConsumer,
     reset: AutoOffsetReset,
     topics: Vec<String>,
@@ -240,13 +244,15 @@ impl GroupConsumer<NoopListener> {
             group.cooperative(),
         );
         let next_auto_commit = Instant::now() + group.auto_commit_interval;
+        let coord = Coordinator {
+            client,
+            config: Arc::new(group),
+            state: Arc::new(Mutex::new(membership)),
+        };
         Ok(GroupConsumer {
             inner: Inner {
-                coord: Coordinator {
-                    client,
-                    config: Arc::new(group),
-                    state: Arc::new(Mutex::new(membership)),
-                },
+                commits: CommitQueue::new(coord.clone()),
+                coord,
                 consumer,
                 reset,
                 topics: Vec::new(),
@@ -357,21 +363,18 @@ impl<L: RebalanceListener> GroupConsumer<L> {
 
     /// Commits these offsets (each the next offset to read) and waits for the answer.
     pub async fn commit_offsets(&mut self, offsets: &[TopicPartitionOffset]) -> Result<(), Error> {
-        self.inner.coord.commit(offsets).await
+        self.inner.commits.submit(offsets.to_vec(), false).await
     }
 
-    /// Sends the commit now, in the background; the future reports how it ended (dropping
-    /// it does not cancel the commit).
+    /// Queues the commit now, in the background; the future reports how it ended (dropping
+    /// it does not cancel the commit). Commits go out in the order they were made, each under
+    /// the generation it was made in: if that generation is over before its turn (or before
+    /// a retry), it fails with `Error::CommitFailed` instead.
     pub fn commit_async(
         &mut self,
         offsets: Vec<TopicPartitionOffset>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-        let coord = self.inner.coord.clone();
-        let task = tokio::spawn(async move { coord.commit(&offsets).await });
-        async move {
-            task.await
-                .map_err(|e| Error::Protocol(format!("commit task failed: {e}")))?
-        }
+        self.inner.commits.submit(offsets, true)
     }
 
     /// The group's committed offsets for `partitions`, from the coordinator.
@@ -538,7 +541,9 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                         last_error.unwrap_or_else(|| Error::Timeout("joining the group".into()))
                     );
                 }
-                self.inner.heartbeat.set(None);
+                // The heartbeat task goes on while the callbacks below run: an `on_revoked`
+                // slower than the session timeout must not get the member evicted (the
+                // coordinator keeps a member alive on heartbeats during a rebalance).
                 let prep = self.inner.coord.lock().prepare_join();
                 if !prep.lost.is_empty() {
                     self.inner.revoking.clear();
@@ -553,6 +558,16 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                     self.revoke_callbacks(&prep.revoked).await;
                 }
                 let protocols = self.inner.protocols()?;
+                {
+                    let mut m = self.inner.coord.lock();
+                    if let Some(e) = &m.fatal {
+                        return Err(e.clone());
+                    }
+                    m.begin_join();
+                }
+                // A member waiting in JoinGroup cannot be evicted for silence; the next
+                // generation starts its own heartbeat task.
+                self.inner.heartbeat.set(None);
                 let task = tokio::spawn(join_round(
                     self.inner.coord.clone(),
                     protocols,
@@ -620,7 +635,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
             // A failed commit here means the generation is gone; the records will be read
             // again by the next owner, which is the at-least-once promise.
             let offsets = self.inner.revoking.clone();
-            let _ = self.inner.coord.commit(&offsets).await;
+            let _ = self.inner.commits.submit(offsets, false).await;
         }
         let mut ctx = RebalanceContext {
             inner: &mut self.inner,
@@ -755,7 +770,11 @@ async fn lead(
         .or_else(|| coord.config.assignors.first().copied())
         .unwrap_or(AssignorKind::Range);
     let mut assignment = assignor::assign(kind, &members, &topics);
-    if coord.config.cooperative() {
+    // Keyed on the protocol the coordinator chose, not on our own configuration: in a group
+    // upgrading to cooperative-sticky (KIP-429), an eager-configured leader such as one with
+    // the default [Range, CooperativeSticky] leads members that keep their partitions while
+    // they rejoin, so what moves must wait for its owner to revoke it.
+    if kind.cooperative() {
         assignor::withhold_moving_partitions(&mut assignment, &members);
     }
     let mut out = Vec::with_capacity(members.len());
@@ -849,7 +868,7 @@ impl Inner {
     /// Commits the positions of `only` (or of every assigned partition).
     async fn commit_positions(&mut self, only: Option<&[TopicPartition]>) -> Result<(), Error> {
         let offsets = self.positions(only);
-        self.coord.commit(&offsets).await
+        self.commits.submit(offsets, false).await
     }
 
     fn positions(&self, only: Option<&[TopicPartition]>) -> Vec<TopicPartitionOffset> {
@@ -935,11 +954,9 @@ impl Inner {
         if offsets.is_empty() {
             return;
         }
-        let coord = self.coord.clone();
-        // A failed auto-commit is retried with newer positions on the next interval.
-        tokio::spawn(async move {
-            let _ = coord.commit(&offsets).await;
-        });
+        // Queued behind earlier commits and sent without waiting here. A failed auto-commit
+        // is retried with newer positions on the next interval.
+        drop(self.commits.submit(offsets, true));
     }
 
     /// What to do after an error answer while joining; Some(error) to remember as the cause

@@ -1,14 +1,17 @@
 //! The wire plumbing the scripted brokers in `bus/tests` share: reading whole request frames,
-//! writing a response frame, and an ApiVersions answer offering given versions. Each test file
-//! keeps only what its broker answers.
+//! writing a response frame, an ApiVersions answer offering given versions, and a dialer that
+//! reaches a scripted broker over in-memory pipes (so its tests run in paused tokio time).
+//! Each test file keeps only what its broker answers.
 
 use bytes::{Bytes, BytesMut};
 use kafka_proto::messages::api_versions_response::ApiVersion;
 use kafka_proto::messages::{ApiVersionsResponse, ResponseHeader};
 use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, FrameSplitter, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::future::Future;
+
+use bus::connection::{BoxTransport, Dial, DialFuture, Dialer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 /// Splits what a client sends into whole request frames.
 pub struct FrameReader {
@@ -25,7 +28,7 @@ impl FrameReader {
     }
 
     /// The next request frame, or `None` once the client is gone.
-    pub async fn next(&mut self, stream: &mut TcpStream) -> Option<Bytes> {
+    pub async fn next<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Option<Bytes> {
         loop {
             if let Some(f) = self.splitter.next_frame().unwrap() {
                 return Some(f);
@@ -44,8 +47,8 @@ pub fn api_key(frame: &Bytes) -> i16 {
 }
 
 /// Writes `body` as the response to request `correlation_id` at `version`.
-pub async fn reply<R: Response>(
-    stream: &mut TcpStream,
+pub async fn reply<R: Response, S: AsyncWrite + Unpin>(
+    stream: &mut S,
     correlation_id: i32,
     version: i16,
     body: &R,
@@ -71,4 +74,44 @@ pub fn api_versions(apis: &[(ApiKey, i16)]) -> ApiVersionsResponse {
         resp.api_keys.push(v);
     }
     resp
+}
+
+/// The port every piped node advertises (`node-N:9092`).
+#[allow(dead_code)]
+pub const PIPE_PORT: i32 = 9092;
+
+/// A dialer for a scripted cluster served over in-memory pipes: a dial of `node-N:9092`
+/// opens a pipe and spawns `serve(N, server end)`. Nothing touches a socket or the wall
+/// clock, so the tests run in paused tokio time, free of scheduling windows.
+#[allow(dead_code)]
+pub fn pipe_dialer<F, Fut>(serve: F) -> Dialer
+where
+    F: Fn(i32, DuplexStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    struct Pipes<F>(F);
+    impl<F, Fut> Dial for Pipes<F>
+    where
+        F: Fn(i32, DuplexStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        fn dial<'a>(&'a self, addr: &'a str) -> DialFuture<'a> {
+            Box::pin(async move {
+                let node = addr
+                    .strip_prefix("node-")
+                    .and_then(|rest| rest.strip_suffix(&format!(":{PIPE_PORT}")))
+                    .and_then(|n| n.parse::<i32>().ok())
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("no scripted broker at {addr}"),
+                        )
+                    })?;
+                let (client, server) = tokio::io::duplex(1 << 20);
+                tokio::spawn((self.0)(node, server));
+                Ok(Box::new(client) as BoxTransport)
+            })
+        }
+    }
+    Dialer::new(Pipes(serve))
 }

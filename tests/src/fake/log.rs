@@ -111,6 +111,9 @@ impl Partition {
     }
 }
 
+/// The most partitions one topic of the fake may have; more is INVALID_PARTITIONS.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
 pub(crate) struct Topic {
     pub id: Uuid,
     pub partitions: Vec<Partition>,
@@ -128,7 +131,9 @@ impl Logs {
         if self.topics.contains_key(name) {
             return Err(ErrorCode::TopicAlreadyExists);
         }
-        if partitions < 1 {
+        // The count comes off the wire (CreateTopics' num_partitions, up to i32::MAX) and a
+        // partition is allocated for each: cap it, as Kafka caps what a request may create.
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(ErrorCode::InvalidPartitions);
         }
         if name.is_empty() || name.len() > 249 {

@@ -37,6 +37,7 @@ pub use hooks::{Action, HookCtx};
 use group::Coordinator;
 use hooks::{Hook, Hooks};
 use log::Logs;
+pub use log::MAX_PARTITIONS;
 
 /// The port every fake broker advertises.
 pub const PORT: u16 = 9092;

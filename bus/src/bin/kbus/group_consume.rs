@@ -9,7 +9,10 @@
 //!
 //! `-e` stops once every partition assigned to this member is read to the high watermark its
 //! latest fetch reported, at a moment when no records are waiting: with other members, that
-//! is the end of this member's share, not of the topic.
+//! is the end of this member's share, not of the topic. A member the group gives no partition
+//! (more members than partitions) has an empty share: it stops once it has held that empty
+//! assignment, in one generation, through a whole idle poll (so not in the middle of a
+//! rebalance that is about to give it something).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -111,6 +114,7 @@ async fn consume(
     let mut printed = 0u64;
     let mut next_commit = Instant::now() + COMMIT_INTERVAL;
     let mut shutdown = Shutdown::new()?;
+    let mut at_end = EndOfShare::default();
     loop {
         if Instant::now() >= next_commit {
             out.flush().map_err(|e| format!("stdout: {e}"))?;
@@ -134,8 +138,9 @@ async fn consume(
                 out.flush().map_err(|e| format!("stdout: {e}"))?;
                 if a.exit_at_end {
                     let assigned = consumer.assignment();
-                    if !assigned.is_empty() && assigned.iter().all(|tp| consumer.lag(tp) == Some(0))
-                    {
+                    let read_to_end = assigned.iter().all(|tp| consumer.lag(tp) == Some(0));
+                    let generation = consumer.generation().map(|(g, _)| g);
+                    if at_end.idle(assigned.len(), read_to_end, generation) {
                         return Ok(());
                     }
                 }
@@ -153,6 +158,26 @@ async fn consume(
             pending.insert((r.topic.clone(), r.partition), r.offset + 1);
             printed += 1;
         }
+    }
+}
+
+/// Whether `-e` is done, asked after each idle poll (no records for a while).
+#[derive(Debug, Default)]
+struct EndOfShare {
+    /// The generation of the previous idle poll, if this member held nothing then.
+    empty_in: Option<i32>,
+}
+
+impl EndOfShare {
+    /// `assigned` partitions, all `read_to_end` (lag 0), in `generation` (`None`: not in one).
+    fn idle(&mut self, assigned: usize, read_to_end: bool, generation: Option<i32>) -> bool {
+        if assigned > 0 {
+            self.empty_in = None;
+            return read_to_end;
+        }
+        let settled = generation.is_some() && self.empty_in == generation;
+        self.empty_in = generation;
+        settled
     }
 }
 
@@ -191,5 +216,36 @@ impl Shutdown {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndOfShare;
+
+    #[test]
+    fn a_share_ends_when_read_to_the_end() {
+        let mut e = EndOfShare::default();
+        assert!(!e.idle(2, false, Some(3)));
+        assert!(e.idle(2, true, Some(3)));
+    }
+
+    #[test]
+    fn an_empty_share_ends_after_a_whole_idle_poll_in_one_generation() {
+        let mut e = EndOfShare::default();
+        // Joining: no generation yet.
+        assert!(!e.idle(0, true, None));
+        assert!(!e.idle(0, true, None));
+        // The first idle poll in a generation that gave nothing: maybe a rebalance is on.
+        assert!(!e.idle(0, true, Some(4)));
+        // A new generation, still nothing: wait once more.
+        assert!(!e.idle(0, true, Some(5)));
+        assert!(e.idle(0, true, Some(5)));
+        // Partitions in between reset the count.
+        let mut e = EndOfShare::default();
+        assert!(!e.idle(0, true, Some(1)));
+        assert!(!e.idle(1, false, Some(2)));
+        assert!(!e.idle(0, true, Some(2)));
+        assert!(e.idle(0, true, Some(2)));
     }
 }

@@ -11,7 +11,7 @@ use crate::connect;
 
 pub const HELP: &str = "kbus groups list\n\
 kbus groups describe GROUP\n\
-kbus groups lag GROUP                 table: topic partition committed hwm lag, then the total\n\
+kbus groups lag GROUP                 table: topic partition committed hwm lag (- where no commit), then the total\n\
 kbus groups delete GROUP...\n\
 kbus groups reset GROUP -t|--topic T... (--to-earliest | --to-latest | --to-datetime MS | --to-offset N) [--dry-run]\n\
 reset refuses a group with members: stop its consumers first";
@@ -119,14 +119,19 @@ pub async fn run(mut args: Args, brokers: &str) -> Result<(), String> {
                 &mut out,
                 format_args!("TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG"),
             )?;
+            // Saturating: lags come from the broker, and a sum must not wrap.
             let mut total = 0i64;
             for l in &lag {
-                total += l.lag;
+                total = total.saturating_add(l.lag.unwrap_or(0));
                 line(
                     &mut out,
                     format_args!(
                         "{}\t{}\t{}\t{}\t{}",
-                        l.topic, l.partition, l.committed, l.high_watermark, l.lag
+                        l.topic,
+                        l.partition,
+                        or_dash_num(l.committed),
+                        l.high_watermark,
+                        or_dash_num(l.lag)
                     ),
                 )?;
             }
@@ -228,4 +233,8 @@ pub async fn run(mut args: Args, brokers: &str) -> Result<(), String> {
 
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
+}
+
+fn or_dash_num(n: Option<i64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }

@@ -113,8 +113,8 @@ fn a_stale_claim_loses_to_the_newer_generation() {
 }
 
 /// Random groups: every assignor covers each subscribed partition exactly once, only with
-/// subscribers; range and sticky are balanced for equal subscriptions; sticky moves no more
-/// than balance requires.
+/// subscribers; roundrobin and sticky are balanced for equal subscriptions (range is not: it
+/// balances each topic alone); sticky moves no more than balance requires.
 #[test]
 fn random_groups_are_complete_balanced_and_sticky() {
     let mut rng = partitioner::SplitMix64::new(0x5eed_1234);
