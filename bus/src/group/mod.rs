@@ -392,6 +392,11 @@ impl<L: RebalanceListener> GroupConsumer<L> {
         self.inner.position(tp)
     }
 
+    /// The partition's high watermark as of the latest fetch.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        self.inner.consumer.high_watermark(&tp.topic, tp.partition)
+    }
+
     /// High watermark (from the latest fetch) minus position.
     pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
         let hw = self
@@ -538,9 +543,9 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                         last_error.unwrap_or_else(|| Error::Timeout("joining the group".into()))
                     );
                 }
-                self.inner.heartbeat.set(None);
                 let prep = self.inner.coord.lock().prepare_join();
                 if !prep.lost.is_empty() {
+                    self.inner.heartbeat.set(None);
                     self.inner.revoking.clear();
                     self.inner.drop_partitions(&prep.lost)?;
                     let mut ctx = RebalanceContext {
@@ -549,8 +554,24 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                     self.listener.on_lost(&mut ctx, &prep.lost).await;
                 }
                 if !prep.revoked.is_empty() {
+                    // The heartbeat goes on through `on_revoked` (as Java's heartbeat thread
+                    // does): the callback may wait for the application's in-flight work, and
+                    // a member that went quiet for a session would be evicted and its
+                    // partitions handed on before it had finished with them and committed.
                     self.inner.snapshot_revoked(&prep.revoked)?;
                     self.revoke_callbacks(&prep.revoked).await;
+                }
+                self.inner.heartbeat.set(None);
+                {
+                    // A heartbeat answered during the callbacks may have asked for the very
+                    // rejoin that starts now (REBALANCE_IN_PROGRESS), or reset the generation
+                    // (then the JoinGroup goes out as a new member); neither needs another.
+                    let mut m = self.inner.coord.lock();
+                    if let Some(e) = &m.fatal {
+                        return Err(e.clone());
+                    }
+                    m.rejoin_needed = false;
+                    m.phase = membership::Phase::Joining;
                 }
                 let protocols = self.inner.protocols()?;
                 let task = tokio::spawn(join_round(
