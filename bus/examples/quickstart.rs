@@ -5,12 +5,16 @@
 //! cargo run -p bus --example quickstart                              # in process, no broker
 //! KAFKA_BROKERS=localhost:9092 cargo run -p bus --example quickstart  # on Kafka
 //! ```
+//!
+//! `bus/tests/quickstart.rs` runs [`run`] on both backends, so this file stays working.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::event_bus::{BackendKind, BusConfig, EventBus, HandlerError, ReceivedEvent};
+use bus::event_bus::{
+    BackendKind, BusConfig, ConfigError, ENV_BACKEND, ENV_BROKERS, EventBus, HandlerError,
+    ReceivedEvent,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -27,19 +31,40 @@ enum HandEvent {
     Won { winner: String, pot: u32 },
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Memory by default; KAFKA_BROKERS (and BUS_BACKEND, KAFKA_TOPIC_PREFIX, ...) switch it.
-    let mut config = BusConfig::from_env()?;
-    if std::env::var_os("KAFKA_BROKERS").is_some() {
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Defaults plus the environment (`get` reads a variable). Memory unless `KAFKA_BROKERS` is
+/// set; an explicit `BUS_BACKEND` wins either way (`BUS_BACKEND=memory` with brokers set
+/// still runs in process).
+pub fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<BusConfig, ConfigError> {
+    let mut config = BusConfig::default();
+    config.apply_env(&get)?;
+    if get(ENV_BROKERS).is_some() && get(ENV_BACKEND).is_none() {
         config.backend = BackendKind::Kafka;
     }
+    config.validate_in("environment")?;
+    Ok(config)
+}
+
+/// What one run saw.
+#[derive(Debug)]
+pub struct Report {
+    pub backend: BackendKind,
+    /// `root:type` of each event, in the order each group handled them.
+    pub player_projector: Vec<String>,
+    pub output_projector: Vec<String>,
+}
+
+/// Subscribes the two groups, publishes six events, waits (up to a minute) until both groups
+/// have handled all they should, and shuts everything down.
+pub async fn run(config: BusConfig) -> Result<Report, Error> {
     let bus = EventBus::connect(config).await?;
-    println!("backend: {:?}", bus.config().backend);
+    let backend = bus.config().backend;
+    println!("backend: {backend:?}");
 
     // Two handler groups: each is its own consumer group and sees every event.
-    let seen = Arc::new(AtomicUsize::new(0));
-    let s = seen.clone();
+    let player_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = player_seen.clone();
     let players = bus
         .subscribe(&["player"], "player-projector", move |e: ReceivedEvent| {
             let s = s.clone();
@@ -49,12 +74,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "[player-projector] {}/{} #{}: {ev:?}",
                     e.domain, e.root, e.offset
                 );
-                s.fetch_add(1, Ordering::SeqCst);
+                s.lock()
+                    .unwrap()
+                    .push(format!("{}:{}", e.root, e.event.event_type));
                 Ok::<_, HandlerError>(())
             }
         })
         .await?;
-    let s = seen.clone();
+    let output_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = output_seen.clone();
     let output = bus
         .subscribe(
             &["player", "hand"],
@@ -70,14 +98,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         e.event.payload.len(),
                         e.event.id
                     );
-                    s.fetch_add(1, Ordering::SeqCst);
+                    s.lock()
+                        .unwrap()
+                        .push(format!("{}:{}", e.root, e.event.event_type));
                     Ok::<_, HandlerError>(())
                 }
             },
         )
         .await?;
 
-    let mut published = 0;
     for name in ["ann", "bob"] {
         bus.publish_json(
             "player",
@@ -93,15 +122,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &PlayerEvent::ChipsBought { amount: 100 },
         )
         .await?;
-        published += 2;
     }
-    let players_list = vec!["ann".to_string(), "bob".to_string()];
     bus.publish_json(
         "hand",
         "h-1",
         "Dealt",
         &HandEvent::Dealt {
-            players: players_list,
+            players: vec!["ann".into(), "bob".into()],
         },
     )
     .await?;
@@ -115,19 +142,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await?;
-    // player-projector sees the 4 player events; output-projector sees all 6.
-    let expected = published + (published + 2);
 
+    // player-projector sees the 4 player events; output-projector sees all 6.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.load(Ordering::SeqCst) < expected && tokio::time::Instant::now() < deadline {
+    while (player_seen.lock().unwrap().len() < 4 || output_seen.lock().unwrap().len() < 6)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     players.shutdown().await?;
     output.shutdown().await?;
     bus.close().await?;
-    let handled = seen.load(Ordering::SeqCst);
-    println!("handled {handled} of {expected} deliveries");
-    if handled < expected {
+    let report = Report {
+        backend,
+        player_projector: player_seen.lock().unwrap().clone(),
+        output_projector: output_seen.lock().unwrap().clone(),
+    };
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let report = run(config_from(|k| std::env::var(k).ok())?).await?;
+    let handled = report.player_projector.len() + report.output_projector.len();
+    println!("handled {handled} of 10 deliveries");
+    if handled < 10 {
         return Err("handlers did not catch up within 60 s".into());
     }
     Ok(())

@@ -6,26 +6,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::consumer::{ConsumerConfig, Offset, PartitionConsumer};
-use bus::event_bus::{BackendKind, BusConfig, EventBus, InRecord, MemoryBackend};
+use bus::event_bus::{BackendKind, BusConfig, BusError, EventBus, InRecord, MemoryBackend};
 use integration_tests::event_bus_suite::{BoxFuture, Factory, Fixture};
 
 fn memory_factory() -> Option<Factory> {
-    Some(Arc::new(|cfg: BusConfig| -> BoxFuture<Fixture> {
-        Box::pin(async move {
-            let backend = MemoryBackend::new(
-                Duration::from_millis(cfg.kafka.consumer.poll_timeout_ms),
-                cfg.kafka.consumer.max_poll_records,
-            );
-            let reader = backend.clone();
-            Fixture {
-                bus: EventBus::with_backend(Arc::new(backend), cfg),
-                read_topic: Arc::new(move |t: String| -> BoxFuture<Vec<InRecord>> {
-                    let r = reader.records(&t);
-                    Box::pin(async move { r })
-                }),
-            }
-        })
-    }))
+    Some(Arc::new(
+        |cfg: BusConfig| -> BoxFuture<Result<Fixture, BusError>> {
+            Box::pin(async move {
+                let backend = MemoryBackend::new(
+                    Duration::from_millis(cfg.kafka.consumer.poll_timeout_ms),
+                    cfg.kafka.consumer.max_poll_records,
+                );
+                let (reader, shared, cfg2) = (backend.clone(), backend.clone(), cfg.clone());
+                Ok(Fixture {
+                    bus: EventBus::with_backend(Arc::new(backend), cfg)?,
+                    another_process: Arc::new(move || -> BoxFuture<EventBus> {
+                        let bus = EventBus::with_backend(Arc::new(shared.clone()), cfg2.clone());
+                        Box::pin(async move { bus.unwrap() })
+                    }),
+                    read_topic: Arc::new(move |t: String| -> BoxFuture<Vec<InRecord>> {
+                        let r = reader.records(&t);
+                        Box::pin(async move { r })
+                    }),
+                })
+            })
+        },
+    ))
 }
 
 /// Every record of `topic`: whatever a few seconds of fetching from the start bring.
@@ -69,27 +75,40 @@ async fn read_kafka_topic(addr: String, topic: String) -> Vec<InRecord> {
     out
 }
 
+/// `cfg` pointed at the test broker, with what the tests need of Kafka.
+fn on_kafka(mut cfg: BusConfig, addr: &str) -> BusConfig {
+    cfg.backend = BackendKind::Kafka;
+    cfg.kafka.brokers = vec![addr.to_owned()];
+    // tansu 0.6 gives every idempotent producer the same id, so concurrent tests'
+    // producers would fence each other.
+    cfg.kafka.producer.idempotence = false;
+    // A crashed member holds its partitions until its session expires.
+    cfg.kafka.consumer.session_timeout_ms = 6_000;
+    cfg.kafka.consumer.heartbeat_interval_ms = 1_000;
+    cfg
+}
+
 fn kafka_factory() -> Option<Factory> {
     let addr = integration_tests::bootstrap()?;
-    Some(Arc::new(move |mut cfg: BusConfig| -> BoxFuture<Fixture> {
-        let addr = addr.clone();
-        Box::pin(async move {
-            cfg.backend = BackendKind::Kafka;
-            cfg.kafka.brokers = vec![addr.clone()];
-            // tansu 0.6 gives every idempotent producer the same id, so concurrent tests'
-            // producers would fence each other.
-            cfg.kafka.producer.idempotence = false;
-            // A crashed member holds its partitions until its session expires.
-            cfg.kafka.consumer.session_timeout_ms = 6_000;
-            cfg.kafka.consumer.heartbeat_interval_ms = 1_000;
-            Fixture {
-                bus: EventBus::connect(cfg).await.unwrap(),
-                read_topic: Arc::new(move |t: String| -> BoxFuture<Vec<InRecord>> {
-                    Box::pin(read_kafka_topic(addr.clone(), t))
-                }),
-            }
-        })
-    }))
+    Some(Arc::new(
+        move |cfg: BusConfig| -> BoxFuture<Result<Fixture, BusError>> {
+            let addr = addr.clone();
+            Box::pin(async move {
+                let cfg = on_kafka(cfg, &addr);
+                let cfg2 = cfg.clone();
+                Ok(Fixture {
+                    bus: EventBus::connect(cfg).await?,
+                    another_process: Arc::new(move || -> BoxFuture<EventBus> {
+                        let cfg = cfg2.clone();
+                        Box::pin(async move { EventBus::connect(cfg).await.unwrap() })
+                    }),
+                    read_topic: Arc::new(move |t: String| -> BoxFuture<Vec<InRecord>> {
+                        Box::pin(read_kafka_topic(addr.clone(), t))
+                    }),
+                })
+            })
+        },
+    ))
 }
 
 /// `[bus.kafka.security]` reaches the Kafka backend's connections: with `protocol = "SSL"`
@@ -128,10 +147,149 @@ mod memory {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use bus::event_bus::{Event, HandlerError, ReceivedEvent};
+    use bus::event_bus::{
+        Backend, BoxFuture as BusFuture, Event, HandlerError, OutRecord, ReceivedEvent, RevokeHook,
+        SendResult, Subscription, TopicSpec,
+    };
 
     use super::*;
     integration_tests::event_bus_suite!(memory_factory());
+
+    /// In virtual time: a shutdown while a handler waits out a long retry backoff ends at
+    /// once instead of when the backoff would; the event is left uncommitted, so the next
+    /// member gets it.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_does_not_wait_out_a_retry_backoff() {
+        let mut cfg = integration_tests::event_bus_suite::test_config();
+        cfg.handlers.max_attempts = 10;
+        cfg.handlers.initial_backoff_ms = 3_600_000;
+        cfg.handlers.max_backoff_ms = 3_600_000;
+        cfg.handlers.max_elapsed_ms = 100 * 3_600_000;
+        let (group_id, topic) = (cfg.group_id("patient"), cfg.event_topic("hand"));
+        let backend = MemoryBackend::new(Duration::from_millis(50), 100);
+        let bus = EventBus::with_backend(Arc::new(backend.clone()), cfg.clone()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sub = bus
+            .subscribe(&["hand"], "patient", move |e: ReceivedEvent| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(e.attempt);
+                    Err::<(), _>(HandlerError::retriable("down"))
+                }
+            })
+            .await
+            .unwrap();
+        let d = bus
+            .publish("hand", "h-1", Event::raw("Dealt", "text/plain", ""))
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await, Some(1));
+        tokio::time::sleep(Duration::from_secs(1)).await; // well into the hour-long backoff
+        let before = tokio::time::Instant::now();
+        sub.shutdown().await.unwrap();
+        let took = before.elapsed();
+        assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+        assert_eq!(rx.try_recv().ok(), None, "no second attempt");
+        assert_eq!(backend.committed(&group_id, &topic, d.partition), None);
+
+        let bus = EventBus::with_backend(Arc::new(backend.clone()), cfg).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let next = bus
+            .subscribe(&["hand"], "patient", move |e: ReceivedEvent| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(e.event.id);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await, Some(d.event_id), "redelivered");
+        next.shutdown().await.unwrap();
+    }
+
+    /// A memory backend whose dead-letter topics refuse every write.
+    struct NoDeadLetters(MemoryBackend);
+
+    impl Backend for NoDeadLetters {
+        fn ensure_topic(&self, spec: TopicSpec) -> BusFuture<'_, Result<i32, BusError>> {
+            self.0.ensure_topic(spec)
+        }
+        fn send(&self, records: Vec<OutRecord>) -> BusFuture<'_, Vec<SendResult>> {
+            if records.iter().any(|r| r.topic.contains(".dlq.")) {
+                let n = records.len();
+                return Box::pin(async move {
+                    (0..n)
+                        .map(|_| Err(BusError::Unsupported("the DLQ is down".into())))
+                        .collect()
+                });
+            }
+            self.0.send(records)
+        }
+        fn subscribe(
+            &self,
+            group_id: String,
+            topics: Vec<String>,
+            earliest: bool,
+            hook: Arc<dyn RevokeHook>,
+        ) -> BusFuture<'_, Result<Box<dyn Subscription>, BusError>> {
+            self.0.subscribe(group_id, topics, earliest, hook)
+        }
+        fn close(&self) -> BusFuture<'_, Result<(), BusError>> {
+            self.0.close()
+        }
+    }
+
+    /// In virtual time: a dead letter that cannot be written is retried until confirmed, but
+    /// a shutdown ends the retries at once; the event is left uncommitted (not lost), and
+    /// the next member, with a working dead-letter topic, writes its dead letter.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_a_dead_letter_write_that_cannot_land() {
+        let mut cfg = integration_tests::event_bus_suite::test_config();
+        cfg.handlers.max_attempts = 1;
+        cfg.handlers.initial_backoff_ms = 1_000;
+        cfg.handlers.max_backoff_ms = 600_000;
+        let (group_id, topic) = (cfg.group_id("stubborn"), cfg.event_topic("hand"));
+        let dlq = cfg.dlq_topic("stubborn");
+        let memory = MemoryBackend::new(Duration::from_millis(50), 100);
+        let broken =
+            EventBus::with_backend(Arc::new(NoDeadLetters(memory.clone())), cfg.clone()).unwrap();
+        let handler = |e: ReceivedEvent| async move {
+            match e.event.event_type.as_str() {
+                "Poison" => Err(HandlerError::permanent("bad")),
+                _ => Ok(()),
+            }
+        };
+        let sub = broken
+            .subscribe(&["hand"], "stubborn", handler)
+            .await
+            .unwrap();
+        let d = broken
+            .publish("hand", "h-1", Event::raw("Poison", "text/plain", ""))
+            .await
+            .unwrap();
+        // Minutes of refused writes: the backoff between them has grown long.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(sub.stats().dead_lettered.load(Ordering::SeqCst), 0);
+        let before = tokio::time::Instant::now();
+        sub.shutdown().await.unwrap();
+        let took = before.elapsed();
+        assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+        assert_eq!(memory.committed(&group_id, &topic, d.partition), None);
+        assert!(memory.records(&dlq).is_empty());
+
+        let bus = EventBus::with_backend(Arc::new(memory.clone()), cfg).unwrap();
+        let next = bus.subscribe(&["hand"], "stubborn", handler).await.unwrap();
+        while next.stats().dead_lettered.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        next.shutdown().await.unwrap();
+        assert_eq!(memory.records(&dlq).len(), 1);
+        assert_eq!(
+            memory.committed(&group_id, &topic, d.partition),
+            Some(d.offset.unwrap() + 1)
+        );
+    }
 
     /// In virtual time: a poison event holds its partition no longer than the retry budget
     /// (`max_elapsed`), even with attempts to spare, and the aggregate's next event follows.
@@ -142,7 +300,7 @@ mod memory {
         cfg.handlers.initial_backoff_ms = 100;
         cfg.handlers.max_backoff_ms = 400;
         cfg.handlers.max_elapsed_ms = 2_000;
-        let f = memory_factory().unwrap()(cfg).await;
+        let f = memory_factory().unwrap()(cfg).await.unwrap();
         let log: Arc<Mutex<Vec<(String, u32, tokio::time::Instant)>>> = Arc::default();
         let l2 = log.clone();
         let sub = f
@@ -193,7 +351,9 @@ mod memory {
     /// takes its partitions over from the committed offsets and nothing is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn members_share_partitions_and_take_over_on_leave() {
-        let f = memory_factory().unwrap()(integration_tests::event_bus_suite::test_config()).await;
+        let f = memory_factory().unwrap()(integration_tests::event_bus_suite::test_config())
+            .await
+            .unwrap();
         let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
         let seen: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
         let mut subs = Vec::new();
@@ -257,7 +417,120 @@ mod memory {
 }
 
 mod kafka {
+    use std::sync::{Arc, Mutex};
+
+    use bus::admin::ConfigResource;
+    use bus::event_bus::{Event, HandlerError, ReceivedEvent};
+
     use super::*;
+
+    /// Topics the bus creates (events on publish, dead letters on subscribe) have the
+    /// configured partition count and `retention.ms`, as the broker describes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn created_topics_have_the_configured_partitions_and_retention() {
+        let Some(factory) = kafka_factory() else {
+            return;
+        };
+        let mut cfg = integration_tests::event_bus_suite::test_config();
+        cfg.kafka.topics.partitions = 3;
+        cfg.kafka.topics.retention_ms = 3_600_000;
+        let (events, dlq) = (cfg.event_topic("player"), cfg.dlq_topic("retained"));
+        let f = factory(cfg).await.unwrap();
+        let sub = f
+            .bus
+            .subscribe(&["player"], "retained", |_e: ReceivedEvent| async {
+                Ok::<_, HandlerError>(())
+            })
+            .await
+            .unwrap();
+        let client =
+            bus::Client::connect(bus::ClientConfig::new(f.bus.config().kafka.brokers.clone()))
+                .await
+                .unwrap();
+        let admin = client.admin();
+        for topic in [&events, &dlq] {
+            assert_eq!(client.topic(topic).await.unwrap().partition_count(), 3);
+            let configs = admin
+                .describe_config(ConfigResource::Topic(topic.clone()))
+                .await
+                .unwrap();
+            let retention = configs
+                .get("retention.ms")
+                .unwrap_or_else(|| panic!("{topic}: no retention.ms in {configs:?}"));
+            assert_eq!(retention.value.as_deref(), Some("3600000"), "{topic}");
+        }
+        sub.shutdown().await.unwrap();
+        f.bus.close().await.unwrap();
+    }
+
+    /// The retry budget's time bound on Kafka: a poison event with attempts to spare holds
+    /// its partition until `max_elapsed` is spent (plus its dead letter's write), then the
+    /// aggregate's next event follows. Real time, so the bounds leave room for a slow host.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poison_holds_its_partition_at_most_the_retry_budget() {
+        let Some(factory) = kafka_factory() else {
+            return;
+        };
+        let mut cfg = integration_tests::event_bus_suite::test_config();
+        cfg.handlers.max_attempts = 1_000;
+        cfg.handlers.initial_backoff_ms = 50;
+        cfg.handlers.max_backoff_ms = 200;
+        cfg.handlers.max_elapsed_ms = 1_500;
+        let f = factory(cfg).await.unwrap();
+        let log: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
+        let l2 = log.clone();
+        let sub = f
+            .bus
+            .subscribe(&["hand"], "budget", move |e: ReceivedEvent| {
+                let log = l2.clone();
+                async move {
+                    log.lock()
+                        .unwrap()
+                        .push((e.event.event_type.clone(), std::time::Instant::now()));
+                    if e.event.event_type == "Poison" {
+                        return Err(HandlerError::retriable("always"));
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        for t in ["Poison", "Next"] {
+            f.bus
+                .publish("hand", "h-1", Event::raw(t, "text/plain", ""))
+                .await
+                .unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while sub
+            .stats()
+            .handled
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            assert!(tokio::time::Instant::now() < deadline, "Next never handled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = log.lock().unwrap().clone();
+        let first = log[0].1;
+        let next_at = log.iter().find(|(t, _)| t == "Next").unwrap().1;
+        let attempts = log.iter().filter(|(t, _)| t == "Poison").count();
+        let held = next_at - first;
+        assert!(
+            held >= Duration::from_millis(1_000),
+            "retried for most of the budget: {held:?}"
+        );
+        assert!(held < Duration::from_millis(4_500), "held {held:?}");
+        assert!((4..1_000).contains(&attempts), "{attempts} attempts");
+        assert_eq!(
+            sub.stats()
+                .dead_lettered
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        sub.shutdown().await.unwrap();
+        f.bus.close().await.unwrap();
+    }
 
     /// Publishing on Kafka: the topic is created with the configured partitions and
     /// retention, each event lands on its aggregate's partition with its headers, in order.
@@ -268,7 +541,7 @@ mod kafka {
         };
         let cfg = integration_tests::event_bus_suite::test_config();
         let topic = cfg.event_topic("player");
-        let f = factory(cfg).await;
+        let f = factory(cfg).await.unwrap();
         let mut sent = Vec::new();
         for i in 0..40 {
             let root = format!("p-{}", i % 7);

@@ -1612,3 +1612,93 @@ async fn leave_refused_is_reported_and_the_session_ends_it() {
     .await;
     assert_eq!(fake.group_state("g").unwrap().members.len(), 1);
 }
+
+/// Commits its positions from `on_revoked` after a delay, as an application that first waits
+/// for its in-flight work does.
+struct SlowRevoke {
+    delay: Duration,
+    commits: Arc<Mutex<Vec<Result<(), String>>>>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl RebalanceListener for SlowRevoke {
+    async fn on_revoked(&mut self, ctx: &mut RebalanceContext<'_>, _partitions: &[TopicPartition]) {
+        tokio::time::sleep(self.delay).await;
+        let r = ctx.commit().await.map_err(|e| e.to_string());
+        self.commits.lock().unwrap().push(r);
+        self.revoked.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An `on_revoked` that takes longer than the session timeout keeps its member in the group:
+/// the heartbeat goes on through the callback, so the coordinator waits for the member's
+/// rejoin instead of expiring it and handing its partitions on while it still works on them.
+/// Its commit from the callback lands, and the partitions are split only afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_slow_on_revoked_keeps_the_session_alive() {
+    let fake = FakeCluster::with_topics(3, &[(TOPIC, 4)]);
+    produce(&fake, 4, 5).await;
+    let commits: Arc<Mutex<Vec<Result<(), String>>>> = Arc::default();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let listener = SlowRevoke {
+        delay: SESSION + SESSION / 2,
+        commits: commits.clone(),
+        revoked: revoked.clone(),
+    };
+    let read = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let a = {
+        let (fake, read, stop) = (fake.clone(), read.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = Client::connect(fake.client_config()).await.unwrap();
+            let consumer = ConsumerConfig::default()
+                .auto_offset_reset(AutoOffsetReset::Earliest)
+                .fetch_max_wait(Duration::from_millis(100));
+            let mut c =
+                GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer)
+                    .unwrap()
+                    .with_listener(listener);
+            c.subscribe([TOPIC]).unwrap();
+            // Never cancelled inside a callback: poll runs until it answers.
+            loop {
+                tokio::select! {
+                    r = c.poll() => *read.lock().unwrap() += r.unwrap().len(),
+                    _ = stop.notified() => break,
+                }
+            }
+            c.assignment().len()
+        })
+    };
+    until("a reads everything", Duration::from_secs(30), || {
+        *read.lock().unwrap() == 20
+    })
+    .await;
+    let b = start(
+        &fake,
+        group_config("g", AssignorKind::Range),
+        Recorder::default(),
+    );
+    until("the split", Duration::from_secs(120), || {
+        revoked.load(Ordering::SeqCst) && b.assignment().len() == 2
+    })
+    .await;
+    let commits = commits.lock().unwrap().clone();
+    assert_eq!(
+        commits,
+        [Ok(())],
+        "the commit from the slow on_revoked landed"
+    );
+    let g = fake.group_state("g").unwrap();
+    assert_eq!(
+        g.members.len(),
+        2,
+        "a was not expired: {:?}",
+        g.member_ids()
+    );
+    for p in 0..4 {
+        assert_eq!(g.committed(TOPIC, p), Some(5), "partition {p}");
+    }
+    stop.notify_one();
+    assert_eq!(a.await.unwrap(), 2, "a keeps its half");
+    b.close().await.unwrap();
+}

@@ -64,7 +64,9 @@ pub struct TopicSpec {
 
 /// Called by a subscription when it loses partitions (a rebalance, or leaving the group).
 /// The runtime stops taking new records for them, waits for their in-flight handler, and
-/// answers the offsets (next offset to read) to commit before the partitions move on.
+/// answers the offsets (next offset to read) to commit before the partitions move on. A
+/// backend must let this finish, and commit its answer, before any other member can take
+/// those partitions: that is what keeps a partition from being handled by two members.
 pub trait RevokeHook: Send + Sync + 'static {
     fn revoked(&self, partitions: Vec<PartitionId>) -> BoxFuture<'_, Vec<(PartitionId, i64)>>;
 }
@@ -95,16 +97,20 @@ pub trait Backend: Send + Sync + 'static {
 /// One member of one consumer group.
 pub trait Subscription: Send + 'static {
     /// The next records of the assigned partitions (empty after the poll timeout). Revoke
-    /// callbacks run inside it.
+    /// callbacks run inside it, and a poll that has started one returns only after it has
+    /// finished, however long the poll timeout.
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<InRecord>, BusError>>;
-    /// Commits next-to-read offsets.
+    /// Commits next-to-read offsets. Refused (`CommitFailed`, as Kafka's ILLEGAL_GENERATION)
+    /// when this member no longer holds one of the partitions.
     fn commit(&mut self, offsets: Vec<(PartitionId, i64)>) -> BoxFuture<'_, Result<(), BusError>>;
     /// Stops returning records of `partition` until [`resume`](Self::resume); it stays
     /// assigned. Records already returned are not returned again. A revoked partition
     /// forgets its pause.
     fn pause(&mut self, partition: &PartitionId);
     fn resume(&mut self, partition: &PartitionId);
-    /// Records not yet committed per assigned partition (log end - committed).
+    /// Records not yet committed per assigned partition: log end (Kafka: the high
+    /// watermark) minus the group's committed offset, or, before the group's first commit of
+    /// the partition, minus where this member started reading it.
     fn lag(&mut self) -> BoxFuture<'_, Vec<(PartitionId, i64)>>;
     /// Commits `offsets` and leaves the group.
     fn close(

@@ -3,9 +3,15 @@
 //!
 //! Every error names the key (`bus.kafka.producer.acks`, or the environment variable) and the
 //! source it came from (the file path, `<string>`, or `environment`), because a deployment
-//! with three layers of config is only debuggable when the message says where to look.
-//! Unknown keys are rejected rather than ignored: a misspelt `retention_ms` that silently
-//! keeps the default is worse than a refusal to start.
+//! with three layers of config is only debuggable when the message says where to look. A
+//! value an environment variable set is reported under that variable, wherever the check
+//! that refuses it runs. Unknown keys inside `[bus]` are rejected rather than ignored: a
+//! misspelt `retention_ms` that silently keeps the default is worse than a refusal to start.
+//! Other top-level tables are left alone, so `[bus]` can live in an application's own file.
+//!
+//! `validate_in` also makes every check the producer, consumer and group configurations
+//! built from these values would make later (when the backend connects or a handler group
+//! subscribes), so those failures too name a `bus.*` key and the file.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +19,22 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backoff::Backoff;
+use crate::consumer::{AutoOffsetReset, ConsumerConfig};
+use crate::group::GroupConfig;
+use crate::producer::{Acks, ProducerConfig};
 use crate::security::SecurityConfig;
+
+/// The most partitions `bus.kafka.topics.partitions` may ask for: far above any real event
+/// topic, and low enough that the memory backend's per-partition logs stay small.
+pub const MAX_PARTITIONS: i32 = 100_000;
+
+/// The most records `bus.handlers.partition_queue` may queue per partition (tokio's bounded
+/// channel panics above `usize::MAX >> 3`; a queue this long already holds minutes of events).
+pub const MAX_PARTITION_QUEUE: usize = 1 << 20;
+
+/// The longest duration a `*_ms` key the Kafka clients put on the wire may hold: protocol
+/// timeouts are `int32` milliseconds.
+const MAX_WIRE_MS: u64 = i32::MAX as u64;
 
 /// Why a configuration was refused. Both variants name the key and the source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +85,10 @@ pub struct BusConfig {
     pub backend: BackendKind,
     pub kafka: KafkaSection,
     pub handlers: HandlerSection,
+    /// Keys whose value an environment variable set, and that variable: errors about those
+    /// values name the variable, not a file the value is not in.
+    #[serde(skip)]
+    env_origins: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for BusConfig {
@@ -72,6 +97,7 @@ impl Default for BusConfig {
             backend: BackendKind::Memory,
             kafka: KafkaSection::default(),
             handlers: HandlerSection::default(),
+            env_origins: Vec::new(),
         }
     }
 }
@@ -183,7 +209,8 @@ impl Default for ConsumerSection {
 #[non_exhaustive]
 pub struct TopicSection {
     /// Default 12: enough parallelism for a dozen handler instances, and a partition count is
-    /// part of the placement (`hash % partitions`), so it should be chosen once.
+    /// part of the placement (`hash % partitions`), so it should be chosen once. At most
+    /// [`MAX_PARTITIONS`].
     pub partitions: i32,
     /// Default 1 (a single dev broker); production clusters want 3.
     pub replication_factor: i16,
@@ -216,13 +243,15 @@ pub struct HandlerSection {
     pub initial_backoff_ms: u64,
     /// Default 5 000 ms.
     pub max_backoff_ms: u64,
-    /// Event ids remembered per handler group, so a redelivery (after a rebalance or a
-    /// retried commit) is not handled twice. Default 100 000; 0 turns de-duplication off.
+    /// Event ids the default de-duplication store remembers per handler group (shared by
+    /// the group's subscribers on one `EventBus`), so a redelivery (after a rebalance, a
+    /// member's crash or a retried commit) is not handled twice. Default 100 000; 0 turns
+    /// de-duplication off, whatever the store.
     pub dedup_capacity: usize,
     /// How long an id is remembered. Default 600 000 ms (10 min).
     pub dedup_window_ms: u64,
     /// Records queued per partition between the poller and that partition's worker.
-    /// Default 1 000.
+    /// Default 1 000; at most [`MAX_PARTITION_QUEUE`].
     pub partition_queue: usize,
 }
 
@@ -249,8 +278,9 @@ impl HandlerSection {
     }
 }
 
+/// A whole file: `[bus]` is ours (strictly checked); other top-level tables belong to the
+/// application sharing the file and are not looked at.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileRoot {
     #[serde(default)]
     bus: BusConfig,
@@ -263,6 +293,14 @@ pub const ENV_TOPIC_PREFIX: &str = "KAFKA_TOPIC_PREFIX";
 pub const ENV_CONSUMER_GROUP: &str = "KAFKA_CONSUMER_GROUP";
 
 const ENV_SOURCE: &str = "environment";
+
+/// Which key each environment variable overrides.
+const ENV_KEYS: [(&str, &str); 4] = [
+    ("bus.backend", ENV_BACKEND),
+    ("bus.kafka.brokers", ENV_BROKERS),
+    ("bus.kafka.topic_prefix", ENV_TOPIC_PREFIX),
+    ("bus.kafka.consumer_group", ENV_CONSUMER_GROUP),
+];
 
 impl BusConfig {
     /// Reads `path`, applies the process environment, validates.
@@ -288,8 +326,9 @@ impl BusConfig {
         Ok(cfg)
     }
 
-    /// Parses TOML text (a whole file with a `[bus]` table); `source_name` is used in errors.
-    /// Does not apply the environment or validate.
+    /// Parses TOML text (a whole file with a `[bus]` table, possibly among the application's
+    /// own tables); `source_name` is used in errors. Does not apply the environment or
+    /// validate.
     pub fn parse(text: &str, source_name: &str) -> Result<BusConfig, ConfigError> {
         let root: FileRoot = toml::from_str(text).map_err(|e| {
             let message = e.message().to_owned();
@@ -316,12 +355,19 @@ impl BusConfig {
 
     /// Applies the overrides `BUS_BACKEND`, `KAFKA_BROKERS` (comma-separated),
     /// `KAFKA_TOPIC_PREFIX` and `KAFKA_CONSUMER_GROUP`, read through `get` (tests pass a map).
+    /// Later errors about these values (from [`validate_in`](Self::validate_in)) name the
+    /// variable and `environment`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Invalid {
             source_name: ENV_SOURCE.into(),
             key: key.into(),
             message,
         };
+        for (key, var) in ENV_KEYS {
+            if get(var).is_some() && !self.env_origins.iter().any(|(k, _)| *k == key) {
+                self.env_origins.push((key, var));
+            }
+        }
         if let Some(v) = get(ENV_BACKEND) {
             self.backend = match v.trim().to_ascii_lowercase().as_str() {
                 "memory" => BackendKind::Memory,
@@ -355,9 +401,14 @@ impl BusConfig {
         Ok(())
     }
 
-    /// Rejects impossible values; errors name the key and `source_name`.
+    /// Rejects impossible values; errors name the key and `source_name` (or the environment
+    /// variable that set the value, and `environment`).
     pub fn validate_in(&self, source_name: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, message: String| {
+            let (source_name, key) = match self.env_origins.iter().find(|(k, _)| *k == key) {
+                Some((_, var)) => (ENV_SOURCE, *var),
+                None => (source_name, key),
+            };
             Err(ConfigError::Invalid {
                 source_name: source_name.into(),
                 key: key.into(),
@@ -410,6 +461,53 @@ impl BusConfig {
         if k.consumer.max_poll_records == 0 {
             return bad("bus.kafka.consumer.max_poll_records", "must be >= 1".into());
         }
+        for (key, ms, zero_ok) in [
+            ("bus.kafka.producer.linger_ms", k.producer.linger_ms, true),
+            (
+                "bus.kafka.producer.delivery_timeout_ms",
+                k.producer.delivery_timeout_ms,
+                false,
+            ),
+            (
+                "bus.kafka.consumer.session_timeout_ms",
+                k.consumer.session_timeout_ms,
+                false,
+            ),
+            (
+                "bus.kafka.consumer.heartbeat_interval_ms",
+                k.consumer.heartbeat_interval_ms,
+                false,
+            ),
+            (
+                "bus.kafka.consumer.poll_timeout_ms",
+                k.consumer.poll_timeout_ms,
+                true,
+            ),
+            (
+                "bus.kafka.consumer.commit_interval_ms",
+                k.consumer.commit_interval_ms,
+                true,
+            ),
+        ] {
+            if ms == 0 && !zero_ok {
+                return bad(key, "must be positive".into());
+            }
+            if ms > MAX_WIRE_MS {
+                return bad(
+                    key,
+                    format!("{ms} does not fit in i32 milliseconds (at most {MAX_WIRE_MS})"),
+                );
+            }
+        }
+        if k.producer.delivery_timeout_ms < k.producer.linger_ms {
+            return bad(
+                "bus.kafka.producer.delivery_timeout_ms",
+                format!(
+                    "{} is below linger_ms ({}): batches would expire before they are sent",
+                    k.producer.delivery_timeout_ms, k.producer.linger_ms
+                ),
+            );
+        }
         if k.consumer.heartbeat_interval_ms >= k.consumer.session_timeout_ms {
             return bad(
                 "bus.kafka.consumer.heartbeat_interval_ms",
@@ -421,8 +519,14 @@ impl BusConfig {
         {
             return bad("bus.kafka.security", m);
         }
-        if k.topics.partitions < 1 {
-            return bad("bus.kafka.topics.partitions", "must be >= 1".into());
+        if !(1..=MAX_PARTITIONS).contains(&k.topics.partitions) {
+            return bad(
+                "bus.kafka.topics.partitions",
+                format!(
+                    "{}: must be from 1 to {MAX_PARTITIONS}",
+                    k.topics.partitions
+                ),
+            );
         }
         if k.topics.replication_factor < 1 {
             return bad("bus.kafka.topics.replication_factor", "must be >= 1".into());
@@ -443,10 +547,67 @@ impl BusConfig {
                 "must not exceed max_backoff_ms".into(),
             );
         }
-        if h.partition_queue == 0 {
-            return bad("bus.handlers.partition_queue", "must be >= 1".into());
+        if !(1..=MAX_PARTITION_QUEUE).contains(&h.partition_queue) {
+            return bad(
+                "bus.handlers.partition_queue",
+                format!(
+                    "{}: must be from 1 to {MAX_PARTITION_QUEUE}",
+                    h.partition_queue
+                ),
+            );
+        }
+        // What the clients would refuse later, should a rule exist that the checks above do
+        // not mirror: refused now, under the section's key.
+        if let Err(m) = self.producer_config().validate() {
+            return bad("bus.kafka.producer", m);
+        }
+        if let Err(m) = self.consumer_config(true).validate() {
+            return bad("bus.kafka.consumer", m);
+        }
+        if let Err(m) = self.group_config(self.group_id("h")).validate() {
+            return bad("bus.kafka.consumer", m);
         }
         Ok(())
+    }
+
+    /// The Kafka backend's producer.
+    pub(crate) fn producer_config(&self) -> ProducerConfig {
+        let p = &self.kafka.producer;
+        let acks = match p.acks.as_str() {
+            "0" => Acks::None,
+            "1" => Acks::Leader,
+            _ => Acks::All,
+        };
+        let compression = kafka_proto::compression::Compression::from_name(&p.compression)
+            .unwrap_or(kafka_proto::compression::Compression::None);
+        ProducerConfig::default()
+            .acks(acks)
+            .idempotence(p.idempotence)
+            .linger(Duration::from_millis(p.linger_ms))
+            .delivery_timeout(Duration::from_millis(p.delivery_timeout_ms))
+            .compression(compression)
+    }
+
+    /// The Kafka backend's fetch settings for a handler group.
+    pub(crate) fn consumer_config(&self, earliest: bool) -> ConsumerConfig {
+        ConsumerConfig::default()
+            .fetch_max_wait(Duration::from_millis(self.kafka.consumer.poll_timeout_ms))
+            .auto_offset_reset(if earliest {
+                AutoOffsetReset::Earliest
+            } else {
+                AutoOffsetReset::Latest
+            })
+    }
+
+    /// The Kafka backend's consumer group for a handler group's `group_id`.
+    pub(crate) fn group_config(&self, group_id: String) -> GroupConfig {
+        let c = &self.kafka.consumer;
+        GroupConfig::new(group_id)
+            .session_timeout(Duration::from_millis(c.session_timeout_ms))
+            .heartbeat_interval(Duration::from_millis(c.heartbeat_interval_ms))
+            .max_poll_records(c.max_poll_records)
+            // The runtime commits what its handlers finished, never what poll returned.
+            .auto_commit(false)
     }
 
     /// `{prefix}.events.{domain}`.
@@ -490,40 +651,87 @@ fn one_line(s: &str) -> String {
 }
 
 /// The dotted key at byte `pos` of `text`: the last `[table]` header above it plus the key
-/// on its line. toml reports where a bad value or unknown key is, not its path; this turns
-/// that span into the name a user searches their file for.
+/// whose value `pos` is in. toml reports where a bad value or unknown key is, not its path;
+/// this turns that span into the name a user searches their file for. A value that spans
+/// lines (a multi-line array or inline table) belongs to the key on the line it starts on.
 fn key_at(text: &str, pos: usize) -> Option<String> {
     let pos = pos.min(text.len());
-    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
-    let line = text[line_start..line_end].trim();
-    // An error about a whole table (a field given twice, through an alias) points at its
-    // header: the table is the key.
-    if let Some(header) = line.strip_prefix('[') {
-        let name = header
-            .trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim();
-        let bare = |c: char| c.is_ascii_alphanumeric() || "_-. ".contains(c);
-        if !name.is_empty() && name.chars().all(bare) {
-            return Some(name.to_owned());
+    let mut table = String::new();
+    let mut key: Option<String> = None;
+    // Open brackets and braces of the value being read: above 0, lines continue it.
+    let mut depth = 0usize;
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let line_end = line_start + line.len();
+        let trimmed = line.trim();
+        let mut value = line;
+        if depth == 0 {
+            if trimmed.starts_with('[') {
+                table = trimmed
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                // An error about a whole table (an unknown table, a field given twice through
+                // an alias) points at its header: the table is the key.
+                if pos < line_end {
+                    let bare = |c: char| c.is_ascii_alphanumeric() || "_-. ".contains(c);
+                    let named = !table.is_empty() && table.chars().all(bare);
+                    return named.then_some(table);
+                }
+                key = None;
+                line_start = line_end;
+                continue;
+            }
+            match line.split_once('=') {
+                Some((k, v)) if !trimmed.starts_with('#') => {
+                    key = Some(k.trim().trim_matches('"').to_owned());
+                    value = v;
+                }
+                _ => key = None,
+            }
+        }
+        if pos < line_end || line_end == text.len() {
+            let key = key?;
+            return Some(if table.is_empty() {
+                key
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        depth = open_after(depth, value);
+        line_start = line_end;
+    }
+    None
+}
+
+/// `depth` after the brackets and braces of `value` (one line), outside strings and comments.
+fn open_after(mut depth: usize, value: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in value.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => break,
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
         }
     }
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"'))?;
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    Some(match table {
-        Some(t) if !t.is_empty() => format!("{t}.{key}"),
-        _ => key.to_owned(),
-    })
+    depth
 }
 
 #[cfg(test)]
@@ -672,10 +880,173 @@ max_attempts = 7
         assert_eq!(e.key(), Some(ENV_BROKERS));
         c.apply_env(env(&[(ENV_TOPIC_PREFIX, "bad prefix")]))
             .unwrap();
+        let e = c.validate_in("bus.toml").unwrap_err();
+        assert_eq!(e.key(), Some(ENV_TOPIC_PREFIX), "{e}");
+        assert!(e.to_string().starts_with("environment: "), "{e}");
+    }
+
+    /// A value the environment set is reported under its variable, even when `validate_in`
+    /// refuses it with a file's name in hand; the file's own values keep the file's name.
+    #[test]
+    fn environment_values_are_reported_under_the_variable() {
+        let mut c = BusConfig::parse(FILE, "bus.toml").unwrap();
+        c.apply_env(env(&[(ENV_BROKERS, "k1:9092,no-port")]))
+            .unwrap();
+        let e = c.validate_in("bus.toml").unwrap_err();
         assert_eq!(
-            c.validate_in("environment").unwrap_err().key(),
-            Some("bus.kafka.topic_prefix")
+            e,
+            ConfigError::Invalid {
+                source_name: "environment".into(),
+                key: ENV_BROKERS.into(),
+                message: "\"no-port\" is not host:port".into(),
+            }
         );
+        let mut c = BusConfig::parse(FILE, "bus.toml").unwrap();
+        c.apply_env(env(&[(ENV_CONSUMER_GROUP, "")])).unwrap();
+        assert_eq!(
+            c.validate_in("bus.toml").unwrap_err().key(),
+            Some(ENV_CONSUMER_GROUP)
+        );
+        // The environment set the brokers, the file the bad prefix.
+        let text = FILE.replace("topic_prefix = \"angzarr\"", "topic_prefix = \"a b\"");
+        let mut c = BusConfig::parse(&text, "bus.toml").unwrap();
+        c.apply_env(env(&[(ENV_BROKERS, "k1:9092")])).unwrap();
+        let e = c.validate_in("bus.toml").unwrap_err();
+        assert_eq!(e.key(), Some("bus.kafka.topic_prefix"));
+        assert!(e.to_string().starts_with("bus.toml: "), "{e}");
+    }
+
+    fn refused(edit: (&str, &str)) -> ConfigError {
+        assert!(FILE.contains(edit.0) || edit.0.is_empty(), "{edit:?}");
+        let text = if edit.0.is_empty() {
+            format!("{FILE}{}", edit.1)
+        } else {
+            FILE.replace(edit.0, edit.1)
+        };
+        let c = BusConfig::parse(&text, "app.toml").unwrap();
+        let e = c.validate_in("app.toml").unwrap_err();
+        assert!(e.to_string().starts_with("app.toml: key `"), "{e}");
+        e
+    }
+
+    /// What the producer, consumer and group configurations would refuse at connect or
+    /// subscribe time is refused by `validate_in`, under the `bus.*` key and the file.
+    #[test]
+    fn client_rules_are_checked_under_the_bus_keys() {
+        let e = refused(("linger_ms = 10", "linger_ms = 10\ndelivery_timeout_ms = 5"));
+        assert_eq!(
+            e.key(),
+            Some("bus.kafka.producer.delivery_timeout_ms"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("linger_ms"), "{e}");
+        let e = refused(("linger_ms = 10", "linger_ms = 10\ndelivery_timeout_ms = 0"));
+        assert_eq!(
+            e.key(),
+            Some("bus.kafka.producer.delivery_timeout_ms"),
+            "{e}"
+        );
+        let e = refused((
+            "max_poll_records = 100",
+            "max_poll_records = 100\npoll_timeout_ms = 2147483648",
+        ));
+        assert_eq!(e.key(), Some("bus.kafka.consumer.poll_timeout_ms"), "{e}");
+        assert!(e.to_string().contains("i32"), "{e}");
+        let e = refused((
+            "max_poll_records = 100",
+            "max_poll_records = 100\nsession_timeout_ms = 0",
+        ));
+        assert_eq!(
+            e.key(),
+            Some("bus.kafka.consumer.session_timeout_ms"),
+            "{e}"
+        );
+        let e = refused((
+            "max_poll_records = 100",
+            "max_poll_records = 100\nsession_timeout_ms = 99999999999\nheartbeat_interval_ms = 1000",
+        ));
+        assert_eq!(
+            e.key(),
+            Some("bus.kafka.consumer.session_timeout_ms"),
+            "{e}"
+        );
+        let e = refused((
+            "max_poll_records = 100",
+            "max_poll_records = 100\nsession_timeout_ms = 3000\nheartbeat_interval_ms = 3000",
+        ));
+        assert_eq!(
+            e.key(),
+            Some("bus.kafka.consumer.heartbeat_interval_ms"),
+            "{e}"
+        );
+        // Every value these checks accept, the clients accept too.
+        let c = BusConfig::parse(FILE, "app.toml").unwrap();
+        c.validate_in("app.toml").unwrap();
+        c.producer_config().validate().unwrap();
+        c.consumer_config(true).validate().unwrap();
+        c.group_config(c.group_id("g")).validate().unwrap();
+    }
+
+    /// Counts that size an allocation or a channel are bounded.
+    #[test]
+    fn absurd_sizes_are_refused() {
+        let e = refused(("partitions = 6", "partitions = 2147483647"));
+        assert_eq!(e.key(), Some("bus.kafka.topics.partitions"), "{e}");
+        let e = refused((
+            "max_attempts = 7",
+            "max_attempts = 7\npartition_queue = 18446744073709551615",
+        ));
+        assert_eq!(e.key(), Some("bus.handlers.partition_queue"), "{e}");
+        let e = refused(("max_attempts = 7", "max_attempts = 7\npartition_queue = 0"));
+        assert_eq!(e.key(), Some("bus.handlers.partition_queue"), "{e}");
+        let at_most = FILE.replace(
+            "max_attempts = 7",
+            &format!("max_attempts = 7\npartition_queue = {MAX_PARTITION_QUEUE}"),
+        );
+        BusConfig::parse(&at_most, "a.toml")
+            .unwrap()
+            .validate_in("a.toml")
+            .unwrap();
+    }
+
+    /// `[bus]` may share a file with the application's tables; inside `[bus]` unknown keys
+    /// are still refused.
+    #[test]
+    fn other_top_level_tables_are_left_alone() {
+        let text = format!(
+            "title = \"poker\"\n\n[database]\nurl = \"postgres://x\"\n\n{FILE}\n[server.http]\nport = 8080\n"
+        );
+        let c = BusConfig::parse(&text, "app.toml").unwrap();
+        c.validate_in("app.toml").unwrap();
+        assert_eq!(c.kafka.topics.partitions, 6);
+        let bad = text.replace("[bus.handlers]\n", "[bus.handlers]\nretry = 1\n");
+        let e = BusConfig::parse(&bad, "app.toml").unwrap_err();
+        assert_eq!(e.key(), Some("bus.handlers.retry"), "{e}");
+        let bad = text.replace("[bus.handlers]", "[bus.handler]");
+        let e = BusConfig::parse(&bad, "app.toml").unwrap_err();
+        assert!(e.to_string().contains("handler"), "{e}");
+    }
+
+    /// A type error inside a value that spans lines names the key the value belongs to.
+    #[test]
+    fn errors_inside_multi_line_values_name_their_key() {
+        let text = FILE.replace(
+            "brokers = [\"b1:9092\", \"b2:9092\"]",
+            "brokers = [\n  \"b1:9092\", # the first\n  \"[b2]:9092\",\n  3,\n]",
+        );
+        let e = BusConfig::parse(&text, "bus.toml").unwrap_err();
+        assert_eq!(e.key(), Some("bus.kafka.brokers"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("bus.toml: key `bus.kafka.brokers`"),
+            "{e}"
+        );
+        // The key after the array is its own again.
+        let text = text
+            .replace("  3,\n", "")
+            .replace("topic_prefix = \"angzarr\"", "topic_prefix = 5");
+        let e = BusConfig::parse(&text, "bus.toml").unwrap_err();
+        assert_eq!(e.key(), Some("bus.kafka.topic_prefix"), "{e}");
     }
 
     #[test]

@@ -52,3 +52,59 @@ pub(crate) fn dead_letter(
         headers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a OutRecord, k: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn keeps_the_event_and_says_where_it_came_from_and_why() {
+        let record = InRecord {
+            topic: "angzarr.events.player".into(),
+            partition: 7,
+            offset: 12_345_678_901,
+            key: Some(Bytes::from_static(b"player\0p-1")),
+            value: Some(Bytes::from_static(b"\x00\xffpayload")),
+            headers: vec![("event-id".into(), Bytes::from_static(b"id-1"))],
+        };
+        let dlq: Arc<str> = "angzarr.dlq.projector".into();
+        let out = dead_letter(dlq.clone(), 4, &record, "projector", "boom: bad", 5);
+        assert_eq!(out.topic, dlq);
+        assert_eq!(out.partition, 3, "7 mod 4 partitions");
+        assert_eq!(out.key, record.key.clone().unwrap());
+        assert_eq!(out.value, record.value.clone().unwrap());
+        assert_eq!(
+            header(&out, "event-id"),
+            Some("id-1"),
+            "original headers kept"
+        );
+        assert_eq!(
+            header(&out, H_ORIGINAL_TOPIC),
+            Some("angzarr.events.player")
+        );
+        assert_eq!(header(&out, H_ORIGINAL_PARTITION), Some("7"));
+        assert_eq!(header(&out, H_ORIGINAL_OFFSET), Some("12345678901"));
+        assert_eq!(header(&out, H_ERROR), Some("boom: bad"));
+        assert_eq!(header(&out, H_ATTEMPTS), Some("5"));
+        assert_eq!(header(&out, H_HANDLER_GROUP), Some("projector"));
+
+        // A record without key or value (a tombstone) still gets a dead letter; a DLQ topic
+        // with more partitions keeps the partition number.
+        let bare = InRecord {
+            key: None,
+            value: None,
+            ..record
+        };
+        let out = dead_letter(dlq, 12, &bare, "projector", "", 0);
+        assert_eq!(out.partition, 7);
+        assert!(out.key.is_empty() && out.value.is_empty());
+        assert_eq!(header(&out, H_ATTEMPTS), Some("0"));
+    }
+}

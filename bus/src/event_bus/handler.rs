@@ -35,8 +35,9 @@ impl HandlerError {
 /// of different partitions are handled concurrently, so a handler must be `Sync`.
 ///
 /// Delivery is at least once: make handlers idempotent. The bus drops redeliveries it
-/// recognises (the de-duplication window), but a crash between handling and committing
-/// redelivers to whichever instance takes the partition over.
+/// recognises (the de-duplication store, shared by the group's subscribers on one
+/// `EventBus`), but with the default in-process store a crash between handling and
+/// committing redelivers to a member in another process, which has not seen the event.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, event: ReceivedEvent) -> BoxFuture<'_, Result<(), HandlerError>>;
 }

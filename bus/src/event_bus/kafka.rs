@@ -1,12 +1,23 @@
 //! The Kafka backend: the producer for events and dead letters (explicit partitions, so the
 //! bus's placement rule is the only one), the admin client for missing topics, and the
 //! consumer group for handler groups.
+//!
+//! Revocation is never cut short. `GroupConsumer::poll` runs the rebalance callbacks, and
+//! `on_revoked` waits for the partitions' in-flight handler calls (the runtime stops their
+//! workers; backoffs end at once, so that is one call at most) and then commits what they
+//! finished. [`KafkaSubscription::poll`] gives up waiting for records after the poll timeout,
+//! so the runtime gets back to its periodic commits and notices a shutdown, but never while
+//! a callback is running: cancelled there, the commit would be skipped and the next poll
+//! would rejoin while the old workers were still running, so that two members handled one
+//! partition. The group consumer keeps heartbeating through the callback, so a slow handler
+//! does not cost the member its session.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_proto::ErrorCode;
-use kafka_proto::compression::Compression;
+use tokio::sync::watch;
 
 use super::backend::{
     Backend, BusError, OutRecord, PartitionId, RevokeHook, SendResult, Subscription, TopicSpec,
@@ -16,12 +27,10 @@ use super::envelope::InRecord;
 use super::handler::BoxFuture;
 use crate::admin::NewTopic;
 use crate::connection::ConnectionConfig;
-use crate::consumer::{AutoOffsetReset, ConsumerConfig};
 use crate::group::{
-    GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener, TopicPartition,
-    TopicPartitionOffset,
+    GroupConsumer, RebalanceContext, RebalanceListener, TopicPartition, TopicPartitionOffset,
 };
-use crate::producer::{Acks, Producer, ProducerConfig, Record};
+use crate::producer::{Producer, Record};
 use crate::{Client, ClientConfig};
 
 /// Kafka as the bus's transport.
@@ -39,19 +48,7 @@ impl KafkaBackend {
             cc = cc.connection(ConnectionConfig::default().security(security.clone()));
         }
         let client = Client::connect(cc).await?;
-        let p = &config.kafka.producer;
-        let acks = match p.acks.as_str() {
-            "0" => Acks::None,
-            "1" => Acks::Leader,
-            _ => Acks::All,
-        };
-        let pc = ProducerConfig::default()
-            .acks(acks)
-            .idempotence(p.idempotence)
-            .linger(Duration::from_millis(p.linger_ms))
-            .delivery_timeout(Duration::from_millis(p.delivery_timeout_ms))
-            .compression(Compression::from_name(&p.compression).unwrap_or(Compression::None));
-        let producer = Producer::new(client.clone(), pc).await?;
+        let producer = Producer::new(client.clone(), config.producer_config()).await?;
         Ok(KafkaBackend {
             client,
             producer,
@@ -129,28 +126,26 @@ impl Backend for KafkaBackend {
     ) -> BoxFuture<'_, Result<Box<dyn Subscription>, BusError>> {
         Box::pin(async move {
             let c = &self.config.kafka.consumer;
-            let group = GroupConfig::new(group_id)
-                .session_timeout(Duration::from_millis(c.session_timeout_ms))
-                .heartbeat_interval(Duration::from_millis(c.heartbeat_interval_ms))
-                .max_poll_records(c.max_poll_records)
-                // The runtime commits what its handlers finished, never what poll returned.
-                .auto_commit(false);
-            let consumer = ConsumerConfig::default()
-                .fetch_max_wait(Duration::from_millis(c.poll_timeout_ms))
-                .auto_offset_reset(if earliest {
-                    AutoOffsetReset::Earliest
-                } else {
-                    AutoOffsetReset::Latest
-                });
+            let group = self.config.group_config(group_id);
+            let consumer = self.config.consumer_config(earliest);
+            let (in_callback, in_callback_rx) = watch::channel(false);
+            let committed: Committed = Arc::default();
             let mut consumer = GroupConsumer::new(self.client.clone(), group, consumer)?
-                .with_listener(Listener { hook });
+                .with_listener(Listener {
+                    hook,
+                    in_callback,
+                    committed: committed.clone(),
+                });
             consumer.subscribe(&topics)?;
             Ok(Box::new(KafkaSubscription {
                 consumer,
                 // poll waits until records arrive; the runtime needs it back regularly to
-                // notice a shutdown and to commit. GroupConsumer::poll is cancel-safe.
+                // notice a shutdown and to commit. GroupConsumer::poll is cancel-safe outside
+                // the rebalance callbacks, and is never cancelled inside one.
                 poll_timeout: Duration::from_millis(c.poll_timeout_ms)
                     .max(Duration::from_millis(500)),
+                in_callback: in_callback_rx,
+                committed,
             }) as Box<dyn Subscription>)
         })
     }
@@ -164,10 +159,39 @@ impl Backend for KafkaBackend {
     }
 }
 
+/// The group's committed offset per assigned partition as this member knows it: found at
+/// assignment, then what its own commits stored (no one else commits an assigned
+/// partition). A partition the group never committed counts from the first offset read.
+type Committed = Arc<Mutex<HashMap<PartitionId, i64>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Hands revocations to the runtime: it drains the partitions' workers and answers what
 /// they finished, which is committed here while the generation is still valid.
 struct Listener {
     hook: Arc<dyn RevokeHook>,
+    /// True while `on_revoked` or `on_lost` runs: `KafkaSubscription::poll` must not be
+    /// cancelled then.
+    in_callback: watch::Sender<bool>,
+    committed: Committed,
+}
+
+/// Marks a callback as running until dropped.
+struct InCallback<'a>(&'a watch::Sender<bool>);
+
+impl<'a> InCallback<'a> {
+    fn enter(flag: &'a watch::Sender<bool>) -> Self {
+        flag.send_replace(true);
+        InCallback(flag)
+    }
+}
+
+impl Drop for InCallback<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 fn ids(partitions: &[TopicPartition]) -> Vec<PartitionId> {
@@ -187,35 +211,101 @@ fn tpos(offsets: &[(PartitionId, i64)]) -> Vec<TopicPartitionOffset> {
         .collect()
 }
 
+impl Listener {
+    fn forget(&self, partitions: &[TopicPartition]) {
+        let mut committed = lock(&self.committed);
+        for p in ids(partitions) {
+            committed.remove(&p);
+        }
+    }
+}
+
 impl RebalanceListener for Listener {
+    async fn on_assigned(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
+        let mut committed = lock(&self.committed);
+        for (tp, id) in partitions.iter().zip(ids(partitions)) {
+            // Right after assignment the position is the committed offset, when there is one.
+            match ctx.position(tp) {
+                Some(o) => committed.insert(id, o),
+                None => committed.remove(&id),
+            };
+        }
+    }
+
     async fn on_revoked(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
+        let _running = InCallback::enter(&self.in_callback);
         let done = self.hook.revoked(ids(partitions)).await;
         if !done.is_empty()
             && let Err(e) = ctx.commit_offsets(&tpos(&done)).await
         {
             tracing::warn!(error = %e, "commit on revoke failed; the next owner may redeliver");
         }
+        self.forget(partitions);
     }
 
     async fn on_lost(&mut self, _ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
+        let _running = InCallback::enter(&self.in_callback);
         // Another member may own them already: stop, and commit nothing.
         let _ = self.hook.revoked(ids(partitions)).await;
+        self.forget(partitions);
     }
 }
 
-struct KafkaSubscription {
+/// One handler group member on Kafka.
+pub(crate) struct KafkaSubscription {
     consumer: GroupConsumer<Listener>,
     poll_timeout: Duration,
+    in_callback: watch::Receiver<bool>,
+    committed: Committed,
+}
+
+impl KafkaSubscription {
+    fn committed(&self, offsets: &[(PartitionId, i64)]) {
+        let mut committed = lock(&self.committed);
+        for (p, o) in offsets {
+            committed.insert(p.clone(), *o);
+        }
+    }
 }
 
 impl Subscription for KafkaSubscription {
+    /// Records, or none after the poll timeout; but a rebalance callback that has started
+    /// is always run to its end first (see the module docs).
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<InRecord>, BusError>> {
         Box::pin(async move {
-            let Ok(records) = tokio::time::timeout(self.poll_timeout, self.consumer.poll()).await
-            else {
-                return Ok(Vec::new());
+            let mut in_callback = self.in_callback.clone();
+            let poll = self.consumer.poll();
+            tokio::pin!(poll);
+            let deadline = tokio::time::sleep(self.poll_timeout);
+            tokio::pin!(deadline);
+            let mut expired = false;
+            let records = loop {
+                tokio::select! {
+                    r = &mut poll => break r?,
+                    _ = &mut deadline, if !expired => expired = true,
+                    changed = in_callback.changed(), if expired => {
+                        if changed.is_err() {
+                            return Ok(Vec::new()); // the listener is gone with the consumer
+                        }
+                    }
+                }
+                // The poll future only moves while polled, so with no callback running now
+                // none is cut short by dropping it.
+                if expired && !*in_callback.borrow_and_update() {
+                    return Ok(Vec::new());
+                }
             };
-            let records = records?;
+            {
+                let mut committed = lock(&self.committed);
+                for r in &records {
+                    committed
+                        .entry(PartitionId {
+                            topic: r.topic.clone(),
+                            partition: r.partition,
+                        })
+                        .or_insert(r.offset);
+                }
+            }
             Ok(records
                 .into_iter()
                 .map(|r| InRecord {
@@ -252,25 +342,27 @@ impl Subscription for KafkaSubscription {
     fn commit(&mut self, offsets: Vec<(PartitionId, i64)>) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             self.consumer.commit_offsets(&tpos(&offsets)).await?;
+            self.committed(&offsets);
             Ok(())
         })
     }
 
-    /// High watermark (from the latest fetch) minus position, per assigned partition.
+    /// High watermark (from the latest fetch) minus the group's committed offset, per
+    /// assigned partition whose both ends are known.
     fn lag(&mut self) -> BoxFuture<'_, Vec<(PartitionId, i64)>> {
         Box::pin(async move {
+            let committed = lock(&self.committed);
             self.consumer
                 .assignment()
                 .into_iter()
                 .filter_map(|tp| {
-                    let lag = self.consumer.lag(&tp)?;
-                    Some((
-                        PartitionId {
-                            topic: tp.topic,
-                            partition: tp.partition,
-                        },
-                        lag,
-                    ))
+                    let id = PartitionId {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                    };
+                    let hw = self.consumer.high_watermark(&tp)?;
+                    let lag = (hw - committed.get(&id)?).max(0);
+                    Some((id, lag))
                 })
                 .collect()
         })

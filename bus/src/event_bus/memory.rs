@@ -4,18 +4,28 @@
 //! (partitions, per-partition order, group offsets, redelivery of uncommitted records after a
 //! member dies), not Kafka's performance or durability (nothing survives the process).
 //!
-//! Group assignment: the group's partitions, sorted, dealt round-robin to its members in
-//! join order. A membership change bumps the group's generation; each member notices on its
-//! next poll, lets the runtime drain and commit what it lost, and reads what it gained from
-//! the committed offset. A member dropped without `close` (a crash) leaves without
-//! committing, so its uncommitted records are delivered again to whoever takes them over.
+//! Rebalances are eager, as in Kafka's classic protocol: a membership change (join, leave,
+//! crash) bumps the group's generation; each member notices on its next poll and revokes
+//! *every* partition it holds (the runtime stops those workers, lets their in-flight handler
+//! calls finish and answers their completed offsets, which are committed), then releases
+//! them. Only then can the new assignment's owner take a partition, from the committed
+//! offset: a partition is never held by two members, so no event is handled by two members
+//! at once. Assignment: the group's partitions, sorted, dealt round-robin to its members in
+//! join order.
+//!
+//! Commits are accepted only from the member holding the partition, as Kafka refuses a
+//! commit from a member whose generation is gone (`ILLEGAL_GENERATION`). A member dropped
+//! without `close` (a crash) releases its partitions without committing, so its uncommitted
+//! records are delivered again to whoever takes them over.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use kafka_proto::ErrorCode;
 use tokio::sync::Notify;
 
+use super::MAX_PARTITIONS;
 use super::backend::{
     Backend, BusError, OutRecord, PartitionId, RevokeHook, SendResult, Subscription, TopicSpec,
 };
@@ -33,6 +43,9 @@ struct Group {
     members: Vec<u64>,
     topics: BTreeSet<String>,
     committed: HashMap<PartitionId, i64>,
+    /// Which member holds each partition: set when it takes the partition, cleared when it
+    /// revokes it (after committing) or leaves. A partition is taken only while free.
+    owners: HashMap<PartitionId, u64>,
 }
 
 #[derive(Default)]
@@ -95,10 +108,13 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn ensure_topic(&self, spec: TopicSpec) -> BoxFuture<'_, Result<i32, BusError>> {
         Box::pin(async move {
-            if spec.partitions < 1 {
+            if !(1..=MAX_PARTITIONS).contains(&spec.partitions) {
                 return Err(BusError::InvalidName {
                     what: "partition count",
-                    reason: format!("{} for topic {}", spec.partitions, spec.name),
+                    reason: format!(
+                        "{} for topic {} (1 to {MAX_PARTITIONS})",
+                        spec.partitions, spec.name
+                    ),
                 });
             }
             let mut st = lock(&self.inner.state);
@@ -177,6 +193,8 @@ impl Backend for MemoryBackend {
                 earliest,
                 generation: 0,
                 positions: HashMap::new(),
+                starts: HashMap::new(),
+                pending: Vec::new(),
                 paused: HashSet::new(),
                 hook,
                 left: false,
@@ -194,9 +212,15 @@ struct MemorySubscription {
     group_id: String,
     member: u64,
     earliest: bool,
+    /// The group generation this member has revoked for and been assigned in.
     generation: u64,
-    /// Assigned partitions and the next offset to hand out.
+    /// Partitions this member holds and the next offset to hand out.
     positions: HashMap<PartitionId, i64>,
+    /// Where each held partition started (its committed offset, or the reset position), for
+    /// the lag of a partition the group never committed.
+    starts: HashMap<PartitionId, i64>,
+    /// Partitions of this generation's assignment still held by their previous owner.
+    pending: Vec<PartitionId>,
     /// Assigned partitions poll skips.
     paused: HashSet<PartitionId>,
     hook: Arc<dyn RevokeHook>,
@@ -228,16 +252,101 @@ impl MemorySubscription {
             .collect()
     }
 
-    fn commit_now(&self, offsets: &[(PartitionId, i64)]) {
+    /// Stores `offsets` if this member holds every one of those partitions; otherwise refuses
+    /// them all, as Kafka refuses a commit under a generation that is gone.
+    fn commit_now(&self, offsets: &[(PartitionId, i64)]) -> Result<(), BusError> {
         let mut st = lock(&self.inner.state);
-        if let Some(g) = st.groups.get_mut(&self.group_id) {
-            for (p, o) in offsets {
-                let c = g.committed.entry(p.clone()).or_insert(0);
-                *c = (*c).max(*o);
+        let Some(g) = st.groups.get_mut(&self.group_id) else {
+            return Err(not_owner(&self.group_id, offsets.first().map(|(p, _)| p)));
+        };
+        if let Some((p, _)) = offsets
+            .iter()
+            .find(|(p, _)| g.owners.get(p) != Some(&self.member))
+        {
+            return Err(not_owner(&self.group_id, Some(p)));
+        }
+        for (p, o) in offsets {
+            let c = g.committed.entry(p.clone()).or_insert(0);
+            *c = (*c).max(*o);
+        }
+        Ok(())
+    }
+
+    /// Follows the group to its current generation: revokes everything held when the
+    /// generation moved (eager), then takes whatever of the assignment is free.
+    async fn rebalance(&mut self) {
+        let (generation, assignment) = {
+            let st = lock(&self.inner.state);
+            let Some(g) = st.groups.get(&self.group_id) else {
+                return;
+            };
+            if g.generation == self.generation {
+                if self.pending.is_empty() {
+                    return;
+                }
+                (g.generation, None)
+            } else {
+                (g.generation, Some(Self::assignment(&st, g, self.member)))
             }
+        };
+        if let Some(assignment) = assignment {
+            let held: Vec<PartitionId> = self.positions.keys().cloned().collect();
+            if !held.is_empty() {
+                let offsets = self.hook.revoked(held.clone()).await;
+                if let Err(e) = self.commit_now(&offsets) {
+                    tracing::warn!(error = %e, "commit on revoke refused");
+                }
+                let mut st = lock(&self.inner.state);
+                if let Some(g) = st.groups.get_mut(&self.group_id) {
+                    for p in &held {
+                        if g.owners.get(p) == Some(&self.member) {
+                            g.owners.remove(p);
+                        }
+                    }
+                }
+                drop(st);
+                self.positions.clear();
+                self.starts.clear();
+                self.paused.clear();
+                // Members waiting for these partitions take them now.
+                self.inner.changed.notify_waiters();
+            }
+            self.generation = generation;
+            self.pending = assignment;
+        }
+        let mut st = lock(&self.inner.state);
+        let st = &mut *st;
+        let Some(g) = st.groups.get_mut(&self.group_id) else {
+            return;
+        };
+        if g.generation != self.generation {
+            return; // moved again while revoking: the next round revokes and reassigns
+        }
+        let (member, earliest) = (self.member, self.earliest);
+        let mut taken = Vec::new();
+        self.pending.retain(|p| {
+            if g.owners.contains_key(p) {
+                return true; // its previous owner has not revoked it yet
+            }
+            g.owners.insert(p.clone(), member);
+            let start = match g.committed.get(p) {
+                Some(&c) => c,
+                None if earliest => 0,
+                None => st
+                    .topics
+                    .get(&*p.topic)
+                    .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64),
+            };
+            taken.push((p.clone(), start));
+            false
+        });
+        for (p, start) in taken {
+            self.starts.insert(p.clone(), start);
+            self.positions.insert(p, start);
         }
     }
 
+    /// Leaves the group, releasing what it holds (uncommitted work goes to the next owner).
     fn leave(&mut self) {
         if self.left {
             return;
@@ -246,11 +355,22 @@ impl MemorySubscription {
         let mut st = lock(&self.inner.state);
         if let Some(g) = st.groups.get_mut(&self.group_id) {
             g.members.retain(|&m| m != self.member);
+            g.owners.retain(|_, m| *m != self.member);
             g.generation += 1;
         }
         drop(st);
         self.inner.changed.notify_waiters();
     }
+}
+
+fn not_owner(group: &str, partition: Option<&PartitionId>) -> BusError {
+    let what = partition.map_or_else(String::new, |p| format!(" {}-{}", p.topic, p.partition));
+    BusError::Kafka(crate::Error::CommitFailed {
+        code: ErrorCode::IllegalGeneration,
+        message: Some(format!(
+            "group {group}: this member does not hold{what} (it was revoked or the member left)"
+        )),
+    })
 }
 
 impl Drop for MemorySubscription {
@@ -272,51 +392,7 @@ impl Subscription for MemorySubscription {
                 let notified = inner.changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                // Rebalance: revoke what we lost (the runtime drains and commits it).
-                let change = {
-                    let st = lock(&self.inner.state);
-                    let g = st.groups.get(&self.group_id);
-                    match g {
-                        Some(g) if g.generation != self.generation => {
-                            Some((g.generation, Self::assignment(&st, g, self.member)))
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some((generation, now)) = change {
-                    let lost: Vec<PartitionId> = self
-                        .positions
-                        .keys()
-                        .filter(|p| !now.contains(p))
-                        .cloned()
-                        .collect();
-                    if !lost.is_empty() {
-                        let offsets = self.hook.revoked(lost.clone()).await;
-                        self.commit_now(&offsets);
-                        for p in &lost {
-                            self.positions.remove(p);
-                            self.paused.remove(p);
-                        }
-                    }
-                    let st = lock(&self.inner.state);
-                    let g = st.groups.get(&self.group_id);
-                    for p in now {
-                        if self.positions.contains_key(&p) {
-                            continue;
-                        }
-                        let start = match g.and_then(|g| g.committed.get(&p)) {
-                            Some(&c) => c,
-                            None if self.earliest => 0,
-                            None => st
-                                .topics
-                                .get(&*p.topic)
-                                .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64),
-                        };
-                        self.positions.insert(p, start);
-                    }
-                    self.generation = generation;
-                    continue;
-                }
+                self.rebalance().await;
                 let mut out = Vec::new();
                 {
                     let st = lock(&self.inner.state);
@@ -359,12 +435,11 @@ impl Subscription for MemorySubscription {
     }
 
     fn commit(&mut self, offsets: Vec<(PartitionId, i64)>) -> BoxFuture<'_, Result<(), BusError>> {
-        Box::pin(async move {
-            self.commit_now(&offsets);
-            Ok(())
-        })
+        Box::pin(async move { self.commit_now(&offsets) })
     }
 
+    /// Log end minus the committed offset (or, before the group's first commit, minus where
+    /// this member started reading).
     fn lag(&mut self) -> BoxFuture<'_, Vec<(PartitionId, i64)>> {
         Box::pin(async move {
             let st = lock(&self.inner.state);
@@ -376,7 +451,11 @@ impl Subscription for MemorySubscription {
                         .topics
                         .get(&*p.topic)
                         .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64);
-                    let committed = g.and_then(|g| g.committed.get(p)).copied().unwrap_or(0);
+                    let committed = g
+                        .and_then(|g| g.committed.get(p))
+                        .or_else(|| self.starts.get(p))
+                        .copied()
+                        .unwrap_or(0);
                     (p.clone(), (end - committed).max(0))
                 })
                 .collect()
@@ -388,9 +467,169 @@ impl Subscription for MemorySubscription {
         offsets: Vec<(PartitionId, i64)>,
     ) -> BoxFuture<'static, Result<(), BusError>> {
         Box::pin(async move {
-            self.commit_now(&offsets);
+            let committed = if offsets.is_empty() {
+                Ok(())
+            } else {
+                self.commit_now(&offsets)
+            };
             self.leave();
-            Ok(())
+            committed
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// Records each revocation; answers `done` for it once `gate` opens.
+    struct Hook {
+        gate: watch::Receiver<bool>,
+        done: i64,
+        revocations: AtomicUsize,
+    }
+
+    impl RevokeHook for Hook {
+        fn revoked(&self, partitions: Vec<PartitionId>) -> BoxFuture<'_, Vec<(PartitionId, i64)>> {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+            let mut gate = self.gate.clone();
+            Box::pin(async move {
+                let _ = gate.wait_for(|open| *open).await;
+                partitions.into_iter().map(|p| (p, self.done)).collect()
+            })
+        }
+    }
+
+    fn hook(done: i64) -> (watch::Sender<bool>, Arc<Hook>) {
+        let (tx, gate) = watch::channel(false);
+        let h = Hook {
+            gate,
+            done,
+            revocations: AtomicUsize::new(0),
+        };
+        (tx, Arc::new(h))
+    }
+
+    async fn backend() -> MemoryBackend {
+        let b = MemoryBackend::new(Duration::from_millis(100), 100);
+        b.ensure_topic(TopicSpec {
+            name: "t".into(),
+            partitions: 2,
+            replication_factor: 1,
+            retention_ms: -1,
+        })
+        .await
+        .unwrap();
+        let records = (0..6)
+            .map(|i| OutRecord {
+                topic: "t".into(),
+                partition: i % 2,
+                key: Bytes::new(),
+                value: Bytes::from(format!("{i}")),
+                headers: Vec::new(),
+            })
+            .collect();
+        for r in b.send(records).await {
+            r.unwrap();
+        }
+        b
+    }
+
+    fn partitions(records: &[InRecord]) -> BTreeSet<i32> {
+        records.iter().map(|r| r.partition).collect()
+    }
+
+    /// A joining member gets nothing until the old owner's revocation (its in-flight work)
+    /// has finished and committed; then it starts from that commit. The old owner's commit of
+    /// a partition it gave up is refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_owner_waits_for_the_old_owner_s_revocation() {
+        let b = backend().await;
+        let (open_a, hook_a) = hook(2);
+        let mut a = b
+            .subscribe("g".into(), vec!["t".into()], true, hook_a.clone())
+            .await
+            .unwrap();
+        let first = a.poll().await.unwrap();
+        assert_eq!(first.len(), 6);
+        assert_eq!(partitions(&first), BTreeSet::from([0, 1]));
+
+        let (open_b, hook_b) = hook(0);
+        open_b.send(true).unwrap();
+        let mut b2 = b
+            .subscribe("g".into(), vec!["t".into()], true, hook_b)
+            .await
+            .unwrap();
+        // a revokes everything (eager) and blocks in the hook: its handlers are still busy.
+        let a_task = tokio::spawn(async move {
+            let r = a.poll().await;
+            (a, r)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(hook_a.revocations.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            let got = b2.poll().await.unwrap();
+            assert!(got.is_empty(), "b took a partition a still holds: {got:?}");
+        }
+        open_a.send(true).unwrap();
+        // a goes on with its share (members in join order: a gets t-0), from its commit.
+        let (mut a, a_got) = a_task.await.unwrap();
+        let a_got = a_got.unwrap();
+        assert_eq!(a_got.len(), 1, "{a_got:?}");
+        assert_eq!((a_got[0].partition, a_got[0].offset), (0, 2));
+        // b now holds the other one and reads it from a's commit (offset 2 of 3).
+        let got = b2.poll().await.unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].partition, got[0].offset), (1, 2));
+        let b_part = got[0].partition;
+        assert_eq!(b.committed("g", "t", b_part), Some(2));
+
+        let lost = PartitionId {
+            topic: "t".into(),
+            partition: b_part,
+        };
+        let e = a.commit(vec![(lost.clone(), 3)]).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BusError::Kafka(crate::Error::CommitFailed {
+                    code: ErrorCode::IllegalGeneration,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            b.committed("g", "t", b_part),
+            Some(2),
+            "refused, not stored"
+        );
+        b2.commit(vec![(lost, 3)]).await.unwrap();
+        assert_eq!(b.committed("g", "t", b_part), Some(3));
+    }
+
+    /// A member that goes away without closing releases its partitions uncommitted.
+    #[tokio::test(start_paused = true)]
+    async fn a_crashed_member_s_partitions_move_uncommitted() {
+        let b = backend().await;
+        let (open, h) = hook(0);
+        open.send(true).unwrap();
+        let mut a = b
+            .subscribe("g".into(), vec!["t".into()], true, h.clone())
+            .await
+            .unwrap();
+        assert_eq!(a.poll().await.unwrap().len(), 6);
+        let mut c = b
+            .subscribe("g".into(), vec!["t".into()], true, h)
+            .await
+            .unwrap();
+        drop(a);
+        let got = c.poll().await.unwrap();
+        assert_eq!(got.len(), 6, "everything again: nothing was committed");
     }
 }

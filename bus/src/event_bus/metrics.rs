@@ -11,6 +11,10 @@
 //! | `bus_retries_total` | counter | `group` |
 //! | `bus_dead_letters_total` | counter | `group` |
 //! | `bus_consumer_lag` | gauge | `group`, `topic`, `partition` |
+//!
+//! `bus_consumer_lag` is measured on both backends as the partition's log end (Kafka: the
+//! high watermark) minus the group's committed offset, on every commit interval: the work a
+//! crash would hand to the next member, not what this member has fetched.
 
 mod prometheus;
 
@@ -56,7 +60,7 @@ pub fn describe() {
     );
     describe_gauge!(
         "bus_consumer_lag",
-        "Records behind the partition's high watermark."
+        "Records not yet committed: the partition's log end minus the group's committed offset."
     );
 }
 

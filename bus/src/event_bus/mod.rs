@@ -25,6 +25,12 @@
 //!   `bus_key(domain, root)`, so other clients can reproduce the placement.
 //! - Handler group `h` is consumer group `{consumer_group}.h`: groups are independent.
 //! - At least once: see `runtime.rs` for when offsets are committed.
+//! - De-duplication: event ids a handler group finished are remembered in a [`DedupStore`]
+//!   shared by every subscriber of one `EventBus`, so a redelivery to any member of the
+//!   group in this process (after a rebalance, a member's crash or leave) is skipped. The
+//!   default store, [`InProcessDedup`], cannot see other processes: a partition that moves to
+//!   another process is handled again from the committed offset, unless the bus is given a
+//!   shared store ([`EventBus::with_dedup_store`]).
 
 mod backend;
 mod config;
@@ -48,12 +54,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-pub use backend::{Backend, BusError, OutRecord, PartitionId, RevokeHook, Subscription, TopicSpec};
+pub use backend::{
+    Backend, BusError, OutRecord, PartitionId, RevokeHook, SendResult, Subscription, TopicSpec,
+};
 pub use config::{
     BackendKind, BusConfig, ConfigError, ConsumerSection, ENV_BACKEND, ENV_BROKERS,
-    ENV_CONSUMER_GROUP, ENV_TOPIC_PREFIX, HandlerSection, KafkaSection, ProducerSection,
-    TopicSection,
+    ENV_CONSUMER_GROUP, ENV_TOPIC_PREFIX, HandlerSection, KafkaSection, MAX_PARTITION_QUEUE,
+    MAX_PARTITIONS, ProducerSection, TopicSection,
 };
+pub use dedup::{DedupStore, InProcessDedup};
 pub use dlq::{
     H_ATTEMPTS, H_ERROR, H_HANDLER_GROUP, H_ORIGINAL_OFFSET, H_ORIGINAL_PARTITION, H_ORIGINAL_TOPIC,
 };
@@ -65,6 +74,9 @@ pub use handler::{BoxFuture, Handler, HandlerError, RetryPolicy};
 pub use kafka::KafkaBackend;
 pub use memory::MemoryBackend;
 pub use runtime::SubscriberStats;
+/// Event ids (`Event::id`), re-exported so a [`DedupStore`] can be written without naming
+/// the same `uuid` version.
+pub use uuid::Uuid;
 
 use runtime::{GroupRuntime, Revoker, Settings};
 
@@ -79,12 +91,18 @@ struct Inner {
     config: BusConfig,
     /// Partition counts of topics known to exist.
     partitions: Mutex<HashMap<String, i32>>,
+    /// Shared by every subscriber of this bus (see the module docs).
+    dedup: Mutex<Arc<dyn DedupStore>>,
 }
 
+/// The source name of a configuration handed to [`EventBus::connect`] in code.
+const CODE_SOURCE: &str = "<config>";
+
 impl EventBus {
-    /// The backend `config` names: an in-process [`MemoryBackend`], or Kafka.
+    /// The backend `config` names: an in-process [`MemoryBackend`], or Kafka. The
+    /// configuration is validated first (`BusError::Config` names the key).
     pub async fn connect(config: BusConfig) -> Result<EventBus, BusError> {
-        config.validate_in("<config>")?;
+        config.validate_in(CODE_SOURCE)?;
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => Arc::new(MemoryBackend::new(
                 Duration::from_millis(config.kafka.consumer.poll_timeout_ms),
@@ -92,18 +110,40 @@ impl EventBus {
             )),
             BackendKind::Kafka => Arc::new(KafkaBackend::connect(&config).await?),
         };
-        Ok(Self::with_backend(backend, config))
+        Self::with_backend(backend, config)
     }
 
-    /// A bus on a backend the caller built (a shared [`MemoryBackend`] in tests).
-    pub fn with_backend(backend: Arc<dyn Backend>, config: BusConfig) -> EventBus {
-        EventBus {
+    /// A bus on a backend the caller built (a [`MemoryBackend`] shared by several buses in
+    /// tests, standing for several processes). `config` is validated as by `connect`; its
+    /// `backend` key is not used.
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        config: BusConfig,
+    ) -> Result<EventBus, BusError> {
+        config.validate_in(CODE_SOURCE)?;
+        let h = &config.handlers;
+        let dedup = Arc::new(InProcessDedup::new(
+            h.dedup_capacity,
+            Duration::from_millis(h.dedup_window_ms),
+        ));
+        Ok(EventBus {
             inner: Arc::new(Inner {
                 backend,
                 config,
                 partitions: Mutex::new(HashMap::new()),
+                dedup: Mutex::new(dedup),
             }),
-        }
+        })
+    }
+
+    /// Replaces the de-duplication store (default [`InProcessDedup`], sized by
+    /// `bus.handlers.dedup_capacity` and `dedup_window_ms`) for subscribers created from now
+    /// on, in every clone of this bus. A store shared between processes makes a redelivery
+    /// to another process a known duplicate too. `dedup_capacity = 0` still turns
+    /// de-duplication off.
+    pub fn with_dedup_store(self, store: Arc<dyn DedupStore>) -> EventBus {
+        *lock(&self.inner.dedup) = store;
+        self
     }
 
     pub fn config(&self) -> &BusConfig {
@@ -273,8 +313,7 @@ impl EventBus {
                 max_elapsed: Duration::from_millis(h.max_elapsed_ms),
                 backoff: h.backoff(),
             },
-            dedup_capacity: h.dedup_capacity,
-            dedup_window: Duration::from_millis(h.dedup_window_ms),
+            dedup: (h.dedup_capacity > 0).then(|| lock(&self.inner.dedup).clone()),
             queue: h.partition_queue,
             commit_interval: Duration::from_millis(cfg.kafka.consumer.commit_interval_ms),
             dlq_topic: dlq_topic.into(),

@@ -9,9 +9,14 @@
 //!   always the end of a contiguous completed prefix and is what gets committed.
 //! - **Bounded poison**: retries stop at the policy's attempts or elapsed budget; then the
 //!   dead letter is written (retried until confirmed) and the partition moves on.
-//! - **Revocation**: a revoked partition's worker stops before its next record or retry,
-//!   its in-flight handler call finishes, and its `done` mark is committed before the
-//!   partition moves to another member.
+//! - **Revocation and shutdown**: a stopped partition's worker stops before its next record
+//!   or retry, its in-flight handler call finishes, and its `done` mark is committed before
+//!   the partition moves to another member. A retry backoff or a dead-letter write waits no
+//!   longer than the stop: the event is left unmarked and is redelivered, never lost. Every
+//!   worker of a revocation is stopped at once, so it takes as long as the slowest in-flight
+//!   call, not their sum.
+//! - **De-duplication**: the group's [`DedupStore`] (shared by every subscriber of one
+//!   `EventBus`) is asked before the handler runs and told once the event is finished.
 //! - **A slow partition stalls only itself**: a record for a partition whose worker queue
 //!   is full is parked (in order) and that partition is paused in the subscription; the
 //!   others keep being polled. The parked records are queued first and the partition is
@@ -20,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,7 +38,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::backend::{Backend, BusError, PartitionId, RevokeHook, Subscription};
-use super::dedup::DedupWindow;
+use super::dedup::DedupStore;
 use super::dlq;
 use super::envelope::{InRecord, ReceivedEvent};
 use super::handler::{BoxFuture, Handler, HandlerError, RetryPolicy};
@@ -50,8 +55,11 @@ pub struct SubscriberStats {
     pub dead_lettered: AtomicU64,
     pub duplicates: AtomicU64,
     pub retries: AtomicU64,
-    /// Last measured lag per partition.
+    /// Last measured lag per partition (log end minus the group's committed offset).
     pub lag: Mutex<HashMap<PartitionId, i64>>,
+    /// The offsets (next to read) this subscriber's periodic and final commits stored, per
+    /// partition. Never beyond a record that is not finished.
+    pub committed: Mutex<HashMap<PartitionId, i64>>,
 }
 
 struct Progress {
@@ -63,15 +71,17 @@ struct Progress {
 struct Worker {
     tx: mpsc::Sender<InRecord>,
     progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
+    /// Turns true when the partition is revoked or the subscriber stops; wakes the worker
+    /// out of a backoff.
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 pub(crate) struct Settings {
     pub group: String,
     pub policy: RetryPolicy,
-    pub dedup_capacity: usize,
-    pub dedup_window: Duration,
+    /// `None`: de-duplication is off (`dedup_capacity = 0`).
+    pub dedup: Option<Arc<dyn DedupStore>>,
     pub queue: usize,
     pub commit_interval: Duration,
     pub dlq_topic: Arc<str>,
@@ -82,7 +92,6 @@ pub(crate) struct GroupRuntime {
     settings: Settings,
     handler: Arc<dyn Handler>,
     backend: Arc<dyn Backend>,
-    dedup: Mutex<DedupWindow>,
     workers: Mutex<HashMap<PartitionId, Worker>>,
     /// Records polled for a partition whose queue was full, in offset order; the partition
     /// is paused while it has an entry here. Bounded by one poll's records.
@@ -104,10 +113,6 @@ impl GroupRuntime {
         backend: Arc<dyn Backend>,
     ) -> Arc<Self> {
         Arc::new(GroupRuntime {
-            dedup: Mutex::new(DedupWindow::new(
-                settings.dedup_capacity,
-                settings.dedup_window,
-            )),
             settings,
             handler,
             backend,
@@ -183,16 +188,16 @@ impl GroupRuntime {
             done: AtomicI64::new(-1),
             committed: AtomicI64::new(-1),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (progress.clone(), stop.clone());
+        let (stop, mut s) = watch::channel(false);
+        let p = progress.clone();
         let task = tokio::spawn(async move {
             let mut rng = SplitMix64::from_entropy();
             while let Some(record) = rx.recv().await {
-                if s.load(Ordering::Acquire) {
+                if *s.borrow() {
                     break;
                 }
                 let offset = record.offset;
-                match self.process(record, &s, &mut rng).await {
+                match self.process(record, &mut s, &mut rng).await {
                     Outcome::Done => p.done.store(offset + 1, Ordering::Release),
                     Outcome::Abandoned => break,
                 }
@@ -207,7 +212,12 @@ impl GroupRuntime {
         }
     }
 
-    async fn process(&self, record: InRecord, stop: &AtomicBool, rng: &mut SplitMix64) -> Outcome {
+    async fn process(
+        &self,
+        record: InRecord,
+        stop: &mut watch::Receiver<bool>,
+        rng: &mut SplitMix64,
+    ) -> Outcome {
         let group = self.settings.group.as_str();
         let event = match ReceivedEvent::from_record(&record) {
             Ok(e) => e,
@@ -224,8 +234,11 @@ impl GroupRuntime {
             partition = record.partition, offset = record.offset,
             attempt = tracing::field::Empty);
         let attempt_span = span.clone();
+        let dedup = self.settings.dedup.as_deref();
         let handled: Result<Outcome, (String, u32)> = async {
-            if lock(&self.dedup).contains(&id) {
+            if let Some(store) = dedup
+                && store.contains(group, id).await
+            {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 metrics::handled(group, "duplicate", None);
                 tracing::debug!("duplicate skipped");
@@ -244,7 +257,9 @@ impl GroupRuntime {
                     .unwrap_or_else(|_| Err(HandlerError::Retriable("handler panicked".into())));
                 let error = match result {
                     Ok(()) => {
-                        lock(&self.dedup).insert(id);
+                        if let Some(store) = dedup {
+                            store.insert(group, id).await;
+                        }
                         self.stats.handled.fetch_add(1, Ordering::Relaxed);
                         metrics::handled(group, "ok", Some(started.elapsed()));
                         return Ok(Outcome::Done);
@@ -264,8 +279,8 @@ impl GroupRuntime {
                         tracing::info!(attempt, error = %error, ?delay, "retrying");
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         metrics::retried(group);
-                        tokio::time::sleep(delay).await;
-                        if stop.load(Ordering::Acquire) {
+                        if sleep_unless_stopped(delay, stop).await {
+                            tracing::debug!(attempt, "stopped between retries; redelivered later");
                             return Ok(Outcome::Abandoned);
                         }
                         attempt += 1;
@@ -286,9 +301,9 @@ impl GroupRuntime {
                     .dead_letter(&record, &error, attempts, stop, rng)
                     .instrument(span)
                     .await;
-                if matches!(outcome, Outcome::Done) {
+                if let (Outcome::Done, Some(store)) = (&outcome, dedup) {
                     // A redelivery of a dead-lettered event is not dead-lettered again.
-                    lock(&self.dedup).insert(id);
+                    store.insert(group, id).await;
                 }
                 outcome
             }
@@ -296,12 +311,15 @@ impl GroupRuntime {
     }
 
     /// Writes the dead letter, retrying until it is confirmed: giving up would lose the event.
+    /// A stop (revocation, shutdown) ends the attempts, and a write in flight is not waited
+    /// for: the event stays unmarked, so its next owner handles it again and writes its dead
+    /// letter (twice, if the abandoned write landed after all: at least once).
     async fn dead_letter(
         &self,
         record: &InRecord,
         error: &str,
         attempts: u32,
-        stop: &AtomicBool,
+        stop: &mut watch::Receiver<bool>,
         rng: &mut SplitMix64,
     ) -> Outcome {
         let group = self.settings.group.as_str();
@@ -315,7 +333,13 @@ impl GroupRuntime {
         );
         let mut attempt = 0u32;
         loop {
-            let r = self.backend.send(vec![out.clone()]).await.pop();
+            if *stop.borrow() {
+                return Outcome::Abandoned;
+            }
+            let r = tokio::select! {
+                r = self.backend.send(vec![out.clone()]) => r.into_iter().next(),
+                _ = stop.wait_for(|s| *s) => return Outcome::Abandoned,
+            };
             match r {
                 Some(Ok(_)) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -327,8 +351,8 @@ impl GroupRuntime {
                 None => tracing::error!("dead letter not answered, retrying"),
             }
             attempt += 1;
-            tokio::time::sleep(self.settings.policy.backoff.delay(attempt, rng.next_u64())).await;
-            if stop.load(Ordering::Acquire) {
+            let delay = self.settings.policy.backoff.delay(attempt, rng.next_u64());
+            if sleep_unless_stopped(delay, stop).await {
                 return Outcome::Abandoned;
             }
         }
@@ -352,6 +376,11 @@ impl GroupRuntime {
                 w.progress.committed.fetch_max(*off, Ordering::AcqRel);
             }
         }
+        drop(workers);
+        let mut stats = lock(&self.stats.committed);
+        for (id, off) in offsets {
+            stats.insert(id.clone(), *off);
+        }
     }
 
     /// Stops the workers of `partitions` (all when `None`), lets their in-flight handler
@@ -374,13 +403,19 @@ impl GroupRuntime {
                     .collect(),
             }
         };
+        // Stop them all first, so their in-flight calls finish side by side.
+        let removed: Vec<(PartitionId, Arc<Progress>, JoinHandle<()>)> = removed
+            .into_iter()
+            .map(|(id, w)| {
+                let _ = w.stop.send(true);
+                (id, w.progress, w.task)
+            })
+            .collect();
         let mut out = Vec::new();
-        for (id, w) in removed {
-            w.stop.store(true, Ordering::Release);
-            drop(w.tx);
-            let _ = w.task.await;
-            let done = w.progress.done.load(Ordering::Acquire);
-            if done > w.progress.committed.load(Ordering::Acquire) {
+        for (id, progress, task) in removed {
+            let _ = task.await;
+            let done = progress.done.load(Ordering::Acquire);
+            if done > progress.committed.load(Ordering::Acquire) {
                 out.push((id, done));
             }
         }
@@ -458,8 +493,25 @@ impl GroupRuntime {
             }
         }
         let offsets = self.stop_workers(None).await;
-        sub.close(offsets).await
+        let closed = sub.close(offsets.clone()).await;
+        if closed.is_ok() {
+            let mut stats = lock(&self.stats.committed);
+            for (id, off) in offsets {
+                stats.insert(id, off);
+            }
+        }
+        closed
     }
+}
+
+/// Sleeps `delay`, or less when `stop` turns true (or its sender is gone); answers whether
+/// it was stopped.
+async fn sleep_unless_stopped(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
 }
 
 /// The runtime's answer to a revocation.
@@ -472,8 +524,9 @@ impl RevokeHook for Revoker {
             let Some(rt) = rt else {
                 return Vec::new();
             };
-            // In a task of its own: if the caller's future is cancelled (a poll timing out
-            // inside a rebalance), the workers are still stopped and awaited.
+            // In a task of its own: the backends never cancel a revocation, but if the
+            // subscriber's task is aborted meanwhile (a crash), the workers are still
+            // stopped rather than left half-stopped.
             tokio::spawn(async move { rt.stop_workers(Some(&partitions)).await })
                 .await
                 .unwrap_or_default()

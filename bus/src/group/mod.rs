@@ -395,6 +395,11 @@ impl<L: RebalanceListener> GroupConsumer<L> {
         self.inner.position(tp)
     }
 
+    /// The partition's high watermark as of the latest fetch.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        self.inner.consumer.high_watermark(&tp.topic, tp.partition)
+    }
+
     /// High watermark (from the latest fetch) minus position.
     pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
         let hw = self
