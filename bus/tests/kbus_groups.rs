@@ -311,9 +311,10 @@ fn spawn_member(
     child
 }
 
-/// Two `kbus consume -g` processes share a group; one is killed (SIGKILL: no final commit,
-/// no LeaveGroup) at 10, 30, 50 and 70 % of the records printed and started again, until every
-/// record is printed.
+/// Two `kbus consume -g` processes share a group; the records arrive in five waves, and after
+/// each of the first four is printed one member is killed (SIGKILL: no final commit, no
+/// LeaveGroup) and started again, so every kill falls mid-stream however fast the members
+/// read, and usually before the victim's last printed records were committed.
 /// Nothing is lost, and no commit is ever ahead of what was printed (a commit is checked again
 /// after a second when it looks ahead, since printed lines reach the test through a pipe).
 /// Records go out one per batch: tansu 0.6 skips a batch fetched from its middle.
@@ -324,24 +325,29 @@ fn killed_kbus_group_members_lose_nothing() {
     let t = unique("kbus-gkill");
     let g = unique("kbus-gkill-group");
     const N: usize = 3000;
+    const WAVES: usize = 5;
     ok(&run(&["-b", &b, "topics", "create", &t, "-p", "4"], ""));
-    let input: String = (0..N).map(|i| format!("k{}:v{i}\n", i % 97)).collect();
-    ok(&run(
-        &[
-            "-b",
-            &b,
-            "produce",
-            "-t",
-            &t,
-            "-K",
-            ":",
-            "--batch-size",
-            "1",
-            "--linger-ms",
-            "0",
-        ],
-        &input,
-    ));
+    let produce_wave = |w: usize| {
+        let input: String = (w * N / WAVES..(w + 1) * N / WAVES)
+            .map(|i| format!("k{}:v{i}\n", i % 97))
+            .collect();
+        ok(&run(
+            &[
+                "-b",
+                &b,
+                "produce",
+                "-t",
+                &t,
+                "-K",
+                ":",
+                "--batch-size",
+                "1",
+                "--linger-ms",
+                "0",
+            ],
+            &input,
+        ));
+    };
     // Short, so a killed member is evicted quickly; Kafka refuses less than its
     // `group.min.session.timeout.ms`, 6 s by default.
     let tansu = ok(&run(&["-b", &b, "metadata"], "")).starts_with("cluster tansu_cluster");
@@ -361,9 +367,8 @@ fn killed_kbus_group_members_lose_nothing() {
     };
     let mut kills = 0;
     let mut ahead = Vec::new();
-    // Kills come at points of progress, not of time, so a machine that reads everything within
-    // a couple of seconds still sees its members killed mid-stream.
-    let kill_at = [N / 10, N * 3 / 10, N / 2, N * 7 / 10];
+    let mut wave = 0;
+    produce_wave(wave);
     let mut next_check = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while unique_seen(&printed) < N {
         assert!(
@@ -386,13 +391,14 @@ fn killed_kbus_group_members_lose_nothing() {
             }
             next_check = std::time::Instant::now() + std::time::Duration::from_secs(2);
         }
-        let seen = unique_seen(&printed);
-        if kills < kill_at.len() && seen >= kill_at[kills] && seen < N {
+        if unique_seen(&printed) >= (wave + 1) * N / WAVES && wave + 1 < WAVES {
             let victim = kills % 2;
             members[victim].kill().unwrap();
             members[victim].wait().unwrap();
             kills += 1;
             members[victim] = spawn_member(&b, &t, &g, session_ms, &printed);
+            wave += 1;
+            produce_wave(wave);
         }
     }
     // The survivors commit within a second of printing.
@@ -417,7 +423,7 @@ fn killed_kbus_group_members_lose_nothing() {
     );
     assert!(ahead.is_empty(), "{ahead:?}");
     assert_eq!(total, N as i64, "final commits");
-    assert!(kills >= 2, "only {kills} kills");
+    assert_eq!(kills, WAVES - 1);
 }
 
 /// SIGTERM (as `kill` or a container runtime sends it) ends `kbus consume -g` cleanly: it

@@ -1646,7 +1646,7 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
         revoked: revoked.clone(),
     };
     let read = Arc::new(Mutex::new(0usize));
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
     let a = {
         let (fake, read, stop) = (fake.clone(), read.clone(), stop.clone());
         tokio::spawn(async move {
@@ -1659,12 +1659,11 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
                     .unwrap()
                     .with_listener(listener);
             c.subscribe([TOPIC]).unwrap();
-            // Never cancelled inside a callback: poll runs until it answers.
-            loop {
-                tokio::select! {
-                    r = c.poll() => *read.lock().unwrap() += r.unwrap().len(),
-                    _ = stop.notified() => break,
-                }
+            // poll_for gives up waiting after 200 ms, far less than the callback takes, but
+            // never in the middle of the callback: its commit must still land.
+            while !stop.load(Ordering::SeqCst) {
+                let r = c.poll_for(Duration::from_millis(200)).await;
+                *read.lock().unwrap() += r.unwrap().len();
             }
             c.assignment().len()
         })
@@ -1698,7 +1697,51 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
     for p in 0..4 {
         assert_eq!(g.committed(TOPIC, p), Some(5), "partition {p}");
     }
-    stop.notify_one();
+    stop.store(true, Ordering::SeqCst);
     assert_eq!(a.await.unwrap(), 2, "a keeps its half");
     b.close().await.unwrap();
+}
+
+/// `poll_for` returns no records once its timeout has passed with nothing to read, exactly
+/// then (virtual time), and the member stays in its generation.
+#[tokio::test(start_paused = true)]
+async fn poll_for_returns_empty_after_its_timeout() {
+    let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
+    let client = Client::connect(fake.client_config()).await.unwrap();
+    let mut c = GroupConsumer::new(
+        client,
+        group_config("g", AssignorKind::Range),
+        ConsumerConfig::default()
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(100)),
+    )
+    .unwrap();
+    c.subscribe([TOPIC]).unwrap();
+    // Joining takes a few rounds; poll_for gives up on them too, and picks them up again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.assignment().len() != 2 {
+        assert!(Instant::now() < deadline, "never joined");
+        assert!(
+            c.poll_for(Duration::from_millis(50))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let generation = c.generation();
+    let started = Instant::now();
+    let got = c.poll_for(Duration::from_secs(3)).await.unwrap();
+    assert!(got.is_empty());
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(c.generation(), generation);
+    produce(&fake, 2, 1).await;
+    let mut read = 0;
+    while read < 2 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "records never came"
+        );
+        read += c.poll_for(Duration::from_secs(1)).await.unwrap().len();
+    }
+    c.close().await.unwrap();
 }

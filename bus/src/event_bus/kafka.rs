@@ -5,19 +5,18 @@
 //! Revocation is never cut short. `GroupConsumer::poll` runs the rebalance callbacks, and
 //! `on_revoked` waits for the partitions' in-flight handler calls (the runtime stops their
 //! workers; backoffs end at once, so that is one call at most) and then commits what they
-//! finished. [`KafkaSubscription::poll`] gives up waiting for records after the poll timeout,
-//! so the runtime gets back to its periodic commits and notices a shutdown, but never while
-//! a callback is running: cancelled there, the commit would be skipped and the next poll
-//! would rejoin while the old workers were still running, so that two members handled one
-//! partition. The group consumer keeps heartbeating through the callback, so a slow handler
-//! does not cost the member its session.
+//! finished. [`KafkaSubscription::poll`] gives up waiting for records after the poll timeout
+//! (`GroupConsumer::poll_for`), so the runtime gets back to its periodic commits and notices a
+//! shutdown, but never while a callback is running: cancelled there, the commit would be
+//! skipped and the next poll would rejoin while the old workers were still running, so that
+//! two members handled one partition. The group consumer keeps heartbeating through the
+//! callback, so a slow handler does not cost the member its session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_proto::ErrorCode;
-use tokio::sync::watch;
 
 use super::backend::{
     Backend, BusError, OutRecord, PartitionId, RevokeHook, SendResult, Subscription, TopicSpec,
@@ -128,23 +127,19 @@ impl Backend for KafkaBackend {
             let c = &self.config.kafka.consumer;
             let group = self.config.group_config(group_id);
             let consumer = self.config.consumer_config(earliest);
-            let (in_callback, in_callback_rx) = watch::channel(false);
             let committed: Committed = Arc::default();
             let mut consumer = GroupConsumer::new(self.client.clone(), group, consumer)?
                 .with_listener(Listener {
                     hook,
-                    in_callback,
                     committed: committed.clone(),
                 });
             consumer.subscribe(&topics)?;
             Ok(Box::new(KafkaSubscription {
                 consumer,
-                // poll waits until records arrive; the runtime needs it back regularly to
-                // notice a shutdown and to commit. GroupConsumer::poll is cancel-safe outside
-                // the rebalance callbacks, and is never cancelled inside one.
+                // The runtime needs poll back regularly to notice a shutdown and to commit;
+                // poll_for returns after this, but never inside a rebalance callback.
                 poll_timeout: Duration::from_millis(c.poll_timeout_ms)
                     .max(Duration::from_millis(500)),
-                in_callback: in_callback_rx,
                 committed,
             }) as Box<dyn Subscription>)
         })
@@ -172,26 +167,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// they finished, which is committed here while the generation is still valid.
 struct Listener {
     hook: Arc<dyn RevokeHook>,
-    /// True while `on_revoked` or `on_lost` runs: `KafkaSubscription::poll` must not be
-    /// cancelled then.
-    in_callback: watch::Sender<bool>,
     committed: Committed,
-}
-
-/// Marks a callback as running until dropped.
-struct InCallback<'a>(&'a watch::Sender<bool>);
-
-impl<'a> InCallback<'a> {
-    fn enter(flag: &'a watch::Sender<bool>) -> Self {
-        flag.send_replace(true);
-        InCallback(flag)
-    }
-}
-
-impl Drop for InCallback<'_> {
-    fn drop(&mut self) {
-        self.0.send_replace(false);
-    }
 }
 
 fn ids(partitions: &[TopicPartition]) -> Vec<PartitionId> {
@@ -233,7 +209,6 @@ impl RebalanceListener for Listener {
     }
 
     async fn on_revoked(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
-        let _running = InCallback::enter(&self.in_callback);
         let done = self.hook.revoked(ids(partitions)).await;
         if !done.is_empty()
             && let Err(e) = ctx.commit_offsets(&tpos(&done)).await
@@ -244,7 +219,6 @@ impl RebalanceListener for Listener {
     }
 
     async fn on_lost(&mut self, _ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
-        let _running = InCallback::enter(&self.in_callback);
         // Another member may own them already: stop, and commit nothing.
         let _ = self.hook.revoked(ids(partitions)).await;
         self.forget(partitions);
@@ -255,7 +229,6 @@ impl RebalanceListener for Listener {
 pub(crate) struct KafkaSubscription {
     consumer: GroupConsumer<Listener>,
     poll_timeout: Duration,
-    in_callback: watch::Receiver<bool>,
     committed: Committed,
 }
 
@@ -273,28 +246,7 @@ impl Subscription for KafkaSubscription {
     /// is always run to its end first (see the module docs).
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<InRecord>, BusError>> {
         Box::pin(async move {
-            let mut in_callback = self.in_callback.clone();
-            let poll = self.consumer.poll();
-            tokio::pin!(poll);
-            let deadline = tokio::time::sleep(self.poll_timeout);
-            tokio::pin!(deadline);
-            let mut expired = false;
-            let records = loop {
-                tokio::select! {
-                    r = &mut poll => break r?,
-                    _ = &mut deadline, if !expired => expired = true,
-                    changed = in_callback.changed(), if expired => {
-                        if changed.is_err() {
-                            return Ok(Vec::new()); // the listener is gone with the consumer
-                        }
-                    }
-                }
-                // The poll future only moves while polled, so with no callback running now
-                // none is cut short by dropping it.
-                if expired && !*in_callback.borrow_and_update() {
-                    return Ok(Vec::new());
-                }
-            };
+            let records = self.consumer.poll_for(self.poll_timeout).await?;
             {
                 let mut committed = lock(&self.committed);
                 for r in &records {

@@ -34,6 +34,7 @@ pub use types::{TopicPartition, TopicPartitionOffset};
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -335,20 +336,35 @@ impl<L: RebalanceListener> GroupConsumer<L> {
     /// Joins or rejoins as needed (running rebalance callbacks), commits on the auto-commit
     /// interval, then waits for records and returns at most `max_poll_records` of them.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, Error> {
-        self.fill().await?;
+        self.fill(None).await?;
+        Ok(self.take_polled())
+    }
+
+    /// `poll`, but it returns (possibly with no records) once `timeout` has passed while it
+    /// waited: for records, for a JoinGroup/SyncGroup round, or in a join backoff. A rebalance
+    /// callback that has started always runs to its end first, however long it takes, so a
+    /// commit from `on_revoked` is never cut short. Prefer this to wrapping `poll` in a
+    /// timeout, which would cancel a callback in the middle (Java's `poll(Duration)` has the
+    /// same rule).
+    pub async fn poll_for(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, Error> {
+        self.fill(Some(Instant::now() + timeout)).await?;
+        Ok(self.take_polled())
+    }
+
+    fn take_polled(&mut self) -> Vec<ConsumerRecord> {
         let n = self
             .inner
             .buffer
             .len()
             .min(self.inner.coord.config.max_poll_records);
-        Ok(self.inner.buffer.drain(..n).collect())
+        self.inner.buffer.drain(..n).collect()
     }
 
     /// The records one at a time, driving the group as `poll` does. Errors are yielded in
     /// line and the stream goes on after them.
     pub fn records(&mut self) -> impl Stream<Item = Result<ConsumerRecord, Error>> + '_ {
         futures_util::stream::unfold(self, |this| async move {
-            let next = match this.fill().await {
+            let next = match this.fill(None).await {
                 Ok(()) => this.inner.buffer.pop_front().ok_or(Error::Closed),
                 Err(e) => Err(e),
             };
@@ -479,8 +495,9 @@ impl<L: RebalanceListener> GroupConsumer<L> {
         result
     }
 
-    /// Makes sure records are buffered, or returns why not.
-    async fn fill(&mut self) -> Result<(), Error> {
+    /// Makes sure records are buffered, or returns why not; with a `deadline`, returns with
+    /// none buffered once it has passed while waiting (never inside a callback).
+    async fn fill(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
         let _polling = PollGuard::enter(&self.inner.last_poll);
         if self.inner.topics.is_empty() {
             return Err(Error::InvalidArgument(
@@ -489,7 +506,9 @@ impl<L: RebalanceListener> GroupConsumer<L> {
         }
         loop {
             self.inner.check_metadata().await;
-            self.ensure_active().await?;
+            if !self.ensure_active(deadline).await? {
+                return Ok(());
+            }
             self.inner.maybe_auto_commit();
             if !self.inner.buffer.is_empty() {
                 return Ok(());
@@ -514,6 +533,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                 }
                 _ = wake.notified() => {}
                 _ = sleep_until_opt(auto_at) => {}
+                () = sleep_until_opt(deadline) => return Ok(()),
                 // Housekeeping (the leader's metadata check) while nothing else happens;
                 // `poll_batch` is cancel-safe, so waking costs nothing but a loop.
                 _ = tokio::time::sleep(inner.coord.config.heartbeat_interval) => {}
@@ -525,8 +545,11 @@ impl<L: RebalanceListener> GroupConsumer<L> {
     /// otherwise). JoinGroup and SyncGroup (which can wait for seconds) run in a task whose
     /// handle outlives a cancelled `poll`, so the next `poll` picks the same round up instead of
     /// starting over; the bookkeeping around them is synchronous. Cancelling `poll` inside a
-    /// rebalance callback skips the rest of that callback only.
-    async fn ensure_active(&mut self) -> Result<(), Error> {
+    /// rebalance callback skips the rest of that callback only (`poll_for` never does).
+    ///
+    /// Returns whether the member is active; `false` only when `deadline` passed while it
+    /// waited for a join round or a backoff, never in the middle of a callback.
+    async fn ensure_active(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
         let mut rounds = 0u32;
         let mut last_error: Option<Error> = None;
         loop {
@@ -537,7 +560,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                         return Err(e.clone());
                     }
                     if !m.needs_join() {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
                 rounds += 1;
@@ -583,7 +606,11 @@ impl<L: RebalanceListener> GroupConsumer<L> {
             let Some(task) = self.inner.joining.as_mut() else {
                 continue;
             };
-            let outcome = task.await;
+            // The round's task survives giving up here; the next poll awaits the same one.
+            let outcome = tokio::select! {
+                outcome = task => outcome,
+                () = sleep_until_opt(deadline) => return Ok(false),
+            };
             self.inner.joining = None;
             let round = match outcome {
                 Ok(r) => r,
@@ -606,8 +633,12 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                             m.phase = membership::Phase::Unjoined;
                         }
                     }
-                    tokio::time::sleep(self.inner.coord.client.backoff_delay(rounds)).await;
+                    let backoff = self.inner.coord.client.backoff_delay(rounds);
                     last_error = Some(e);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = sleep_until_opt(deadline) => return Ok(false),
+                    }
                     continue;
                 }
                 Err(e) => {

@@ -1,8 +1,11 @@
 //! `kbus consume -g GROUP`: consumes as a member of a consumer group. Partitions come from the
 //! group's assignment; positions start at the group's committed offsets (`--from` earliest or
 //! latest applies only where the group has none). The offsets of *printed* records are
-//! committed every second and when kbus exits on `-n`/`-e`; records a poll returned beyond
-//! `-n` are not, so the next member starts right after the last printed one.
+//! committed every second, when partitions are revoked in a rebalance (so the next owner
+//! starts right after them instead of at the last periodic commit), and when kbus exits on
+//! `-n`/`-e`; records a poll returned beyond `-n` are not, so the next member starts right
+//! after the last printed one. Output is flushed before every poll, so whatever a rebalance
+//! commits has reached stdout.
 //!
 //! Ctrl-C (and SIGTERM on Unix) end it the same way: commit, then leave the group, so the
 //! partitions move at once instead of after the session timeout.
@@ -16,17 +19,67 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::consumer::{AutoOffsetReset, ConsumerConfig, Offset};
-use bus::{Error, GroupConfig, GroupConsumer, TopicPartitionOffset};
+use bus::{
+    Error, GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener, TopicPartition,
+    TopicPartitionOffset,
+};
 use tokio::time::Instant;
 
 use crate::format::{Format, View};
 
 /// How often printed offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The next offset after the last printed record, per partition, not yet committed. Shared
+/// with the rebalance listener, which commits a revoked partition's entry.
+type Printed = Arc<Mutex<HashMap<(Arc<str>, i32), i64>>>;
+
+fn lock(p: &Printed) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i32), i64>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Commits what was printed of partitions as they are revoked, while the generation is still
+/// valid; forgets it for partitions lost (another member may own them: a commit would fail).
+struct CommitOnRevoke {
+    printed: Printed,
+}
+
+impl CommitOnRevoke {
+    fn take(&self, partitions: &[TopicPartition]) -> Vec<TopicPartitionOffset> {
+        let mut printed = lock(&self.printed);
+        partitions
+            .iter()
+            .filter_map(|tp| {
+                let next = printed.remove(&(tp.topic.clone(), tp.partition))?;
+                Some(TopicPartitionOffset::new(
+                    tp.topic.clone(),
+                    tp.partition,
+                    next,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl RebalanceListener for CommitOnRevoke {
+    async fn on_revoked(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
+        let offsets = self.take(partitions);
+        if !offsets.is_empty()
+            && let Err(e) = ctx.commit_offsets(&offsets).await
+        {
+            eprintln!("kbus: commit on revoke: {e}");
+        }
+    }
+
+    async fn on_lost(&mut self, _ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
+        self.take(partitions);
+    }
+}
 
 pub struct GroupArgs {
     pub group: String,
@@ -62,6 +115,7 @@ pub async fn run(a: GroupArgs, brokers: &str) -> Result<(), String> {
             .heartbeat_interval(session / 10)
             .rebalance_timeout(session);
     }
+    let printed: Printed = Arc::default();
     let mut consumer = GroupConsumer::new(
         client,
         group,
@@ -69,14 +123,16 @@ pub async fn run(a: GroupArgs, brokers: &str) -> Result<(), String> {
             .auto_offset_reset(reset)
             .fetch_max_wait(Duration::from_millis(a.fetch_wait_ms)),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_listener(CommitOnRevoke {
+        printed: printed.clone(),
+    });
     consumer
         .subscribe([a.topic.as_str()])
         .map_err(|e| e.to_string())?;
 
-    let mut printed: HashMap<(Arc<str>, i32), i64> = HashMap::new();
-    let result = consume(&mut consumer, &a, &mut printed).await;
-    let committed = commit(&mut consumer, &mut printed)
+    let result = consume(&mut consumer, &a, &printed).await;
+    let committed = commit(&mut consumer, &printed)
         .await
         .map_err(|e| format!("commit: {e}"));
     let closed = consumer.close().await.map_err(|e| format!("closing: {e}"));
@@ -85,11 +141,11 @@ pub async fn run(a: GroupArgs, brokers: &str) -> Result<(), String> {
 
 /// Commits the next offset after each printed record of the partitions still assigned.
 async fn commit(
-    consumer: &mut GroupConsumer,
-    printed: &mut HashMap<(Arc<str>, i32), i64>,
+    consumer: &mut GroupConsumer<CommitOnRevoke>,
+    printed: &Printed,
 ) -> Result<(), Error> {
     let assigned = consumer.assignment();
-    let offsets: Vec<TopicPartitionOffset> = printed
+    let offsets: Vec<TopicPartitionOffset> = lock(printed)
         .drain()
         .filter(|((t, p), _)| {
             assigned
@@ -105,15 +161,25 @@ async fn commit(
 }
 
 async fn consume(
-    consumer: &mut GroupConsumer,
+    consumer: &mut GroupConsumer<CommitOnRevoke>,
     a: &GroupArgs,
-    pending: &mut HashMap<(Arc<str>, i32), i64>,
+    pending: &Printed,
 ) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed = 0u64;
     let mut next_commit = Instant::now() + COMMIT_INTERVAL;
-    let mut shutdown = Shutdown::new()?;
+    // A signal is noticed between polls (poll_for waits at most 500 ms), never inside one,
+    // where it could cut a commit on revoke short.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let mut shutdown = Shutdown::new()?;
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            interrupted.store(true, Ordering::SeqCst);
+        });
+    }
     let mut at_end = EndOfShare::default();
     loop {
         if Instant::now() >= next_commit {
@@ -128,14 +194,20 @@ async fn consume(
         if a.count.is_some_and(|c| printed >= c) {
             return out.flush().map_err(|e| format!("stdout: {e}"));
         }
-        let polled = tokio::select! {
-            p = tokio::time::timeout(Duration::from_millis(500), consumer.poll()) => p,
-            // Interrupted: stop here; the caller commits what was printed and leaves.
-            () = shutdown.wait() => return out.flush().map_err(|e| format!("stdout: {e}")),
-        };
+        // What a rebalance inside this poll commits must be on stdout already.
+        out.flush().map_err(|e| format!("stdout: {e}"))?;
+        // Interrupted: stop here; the caller commits what was printed and leaves.
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // poll_for, not a timeout around poll: a rebalance callback (the commit on revoke)
+        // is never cut short.
+        let polled = consumer
+            .poll_for(Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
         let batch = match polled {
-            Err(_) => {
-                out.flush().map_err(|e| format!("stdout: {e}"))?;
+            b if b.is_empty() => {
                 if a.exit_at_end {
                     let assigned = consumer.assignment();
                     let read_to_end = assigned.iter().all(|tp| consumer.lag(tp) == Some(0));
@@ -146,7 +218,7 @@ async fn consume(
                 }
                 continue;
             }
-            Ok(b) => b.map_err(|e| e.to_string())?,
+            b => b,
         };
         for r in &batch {
             if a.count.is_some_and(|c| printed >= c) {
@@ -155,7 +227,7 @@ async fn consume(
             a.format
                 .write(&mut out, &View::of(r))
                 .map_err(|e| format!("stdout: {e}"))?;
-            pending.insert((r.topic.clone(), r.partition), r.offset + 1);
+            lock(pending).insert((r.topic.clone(), r.partition), r.offset + 1);
             printed += 1;
         }
     }
