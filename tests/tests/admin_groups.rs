@@ -22,7 +22,8 @@ use bus::Error;
 use bus::admin::{Admin, GroupState, ResetSpec};
 use bytes::BytesMut;
 use integration_tests::{
-    bootstrap, client_with_topic, is_tansu, now_ms, produce_batch, unique_topic,
+    bootstrap, client_with_topic, confluent_available, is_tansu, now_ms, produce_batch,
+    unique_topic,
 };
 use kafka_proto::ErrorCode;
 use kafka_proto::records::{BatchEncoder, BatchParams};
@@ -194,19 +195,6 @@ while True:
         break
 c.close()
 "#;
-
-fn confluent_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "confluent-kafka is not importable and CI=true");
-        eprintln!("note: confluent-kafka missing; skipping");
-    }
-    ok
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_active_group_is_described_with_its_member_and_cannot_be_reset() {

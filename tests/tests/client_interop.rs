@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bus::consumer::{ConsumerConfig, Offset, PartitionConsumer};
 use bus::producer::{Producer, ProducerConfig, Record};
-use integration_tests::{bootstrap, client_with_topic};
+use integration_tests::{bootstrap, client_with_topic, confluent_available};
 use kafka_proto::compression::Compression;
 
 const RECORDS: usize = 100_000;
@@ -45,22 +45,6 @@ while seen < expected and time.time() < deadline:
 c.close()
 sys.stdout.write('\n'.join(out) + '\n')
 "#;
-
-fn confluent_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "confluent-kafka is not importable and CI=true: run scripts/install-python-peers.sh"
-        );
-        eprintln!("note: confluent-kafka missing; skipping its half of the test");
-    }
-    ok
-}
 
 /// Checks one reader's view: every record exactly once, per-partition offsets increasing with
 /// the send order of each key, and each key on its murmur2 partition.
