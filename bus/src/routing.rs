@@ -37,11 +37,7 @@ pub(crate) async fn send_versioned_with_timeout<R: Request>(
     build: impl FnOnce(i16) -> Result<R, Error>,
 ) -> Result<R::Response, Error> {
     let conn = client.broker(node).await?;
-    let version = conn.version_for::<R>()?;
-    let req = build(version)?;
-    conn.send_at_with_timeout(&req, version, timeout)
-        .await
-        .map_err(|e| client.request_failed(&conn, e))
+    send_versioned_within(client, &conn, timeout, build).await
 }
 
 /// [`send_versioned`] on a connection the caller already holds (the controller, any broker).
@@ -50,9 +46,20 @@ pub(crate) async fn send_versioned_on<R: Request>(
     conn: &Connection,
     build: impl FnOnce(i16) -> Result<R, Error>,
 ) -> Result<R::Response, Error> {
+    send_versioned_within(client, conn, conn.request_timeout(), build).await
+}
+
+/// The one build-after-negotiation send: every form above comes here, the plain ones with
+/// the connection's request timeout (as [`Connection::send_at`] uses).
+async fn send_versioned_within<R: Request>(
+    client: &Client,
+    conn: &Connection,
+    timeout: std::time::Duration,
+    build: impl FnOnce(i16) -> Result<R, Error>,
+) -> Result<R::Response, Error> {
     let version = conn.version_for::<R>()?;
     let req = build(version)?;
-    conn.send_at(&req, version)
+    conn.send_at_with_timeout(&req, version, timeout)
         .await
         .map_err(|e| client.request_failed(conn, e))
 }
