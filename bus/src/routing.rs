@@ -6,7 +6,8 @@
 //!   built *after* the version is known and sent at exactly that version, on the connection it
 //!   was negotiated on. [`send_versioned`] does that in one place.
 //! - Which partition-level error codes mean "the client's metadata is stale, refresh and
-//!   re-route" rather than "this request is wrong" ([`is_stale_metadata`]).
+//!   re-route" rather than "this request is wrong" ([`is_stale_metadata`]), and which mean
+//!   "find the group coordinator again" ([`is_coordinator_moved`]).
 //! - Where a consumer group's coordinator is ([`find_group_coordinator`]), for the group
 //!   member and the group admin alike.
 
@@ -82,6 +83,18 @@ pub(crate) fn is_stale_metadata(code: ErrorCode) -> bool {
     )
 }
 
+/// Whether a group coordinator's error says it is not (or not yet) the group's coordinator:
+/// the fix is to find the coordinator again, then retry. Kafka retries
+/// COORDINATOR_LOAD_IN_PROGRESS in place; asking again costs one FindCoordinator.
+pub(crate) fn is_coordinator_moved(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress
+    )
+}
+
 /// FindCoordinator's key type for a consumer group (1 is a transactional id).
 const GROUP_KEY_TYPE: i8 = 0;
 
@@ -140,5 +153,15 @@ mod tests {
         assert!(!is_stale_metadata(ErrorCode::OffsetOutOfRange));
         assert!(!is_stale_metadata(ErrorCode::TopicAuthorizationFailed));
         assert!(!is_stale_metadata(ErrorCode::None));
+    }
+
+    #[test]
+    fn only_coordinator_errors_ask_for_a_rediscovery() {
+        assert!(is_coordinator_moved(ErrorCode::NotCoordinator));
+        assert!(is_coordinator_moved(ErrorCode::CoordinatorNotAvailable));
+        assert!(is_coordinator_moved(ErrorCode::CoordinatorLoadInProgress));
+        assert!(!is_coordinator_moved(ErrorCode::RebalanceInProgress));
+        assert!(!is_coordinator_moved(ErrorCode::NotLeaderOrFollower));
+        assert!(!is_coordinator_moved(ErrorCode::None));
     }
 }

@@ -35,7 +35,7 @@ use crate::connection::Connection;
 use crate::error::Error;
 use crate::group::protocol::{decode_assignment, decode_subscription};
 use crate::offsets::{IsolationLevel, OffsetSpec};
-use crate::routing::{find_group_coordinator, send_versioned_on};
+use crate::routing::{find_group_coordinator, is_coordinator_moved, send_versioned_on};
 
 /// A group's state as the coordinator reports it (the classic protocol's states).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -567,12 +567,7 @@ impl Admin {
                 for t in &resp.topics {
                     for p in &t.partitions {
                         let code = ErrorCode::from_code(p.error_code);
-                        if matches!(
-                            code,
-                            ErrorCode::NotCoordinator
-                                | ErrorCode::CoordinatorNotAvailable
-                                | ErrorCode::CoordinatorLoadInProgress
-                        ) {
+                        if is_coordinator_moved(code) {
                             return Err(Error::broker(code, None, format!("group {group}")));
                         }
                     }

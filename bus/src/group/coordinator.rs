@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use kafka_proto::ErrorCode;
 use kafka_proto::messages::heartbeat_request::HeartbeatRequest;
 use kafka_proto::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use kafka_proto::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
@@ -18,6 +17,7 @@ use kafka_proto::messages::offset_fetch_request::{
     OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_proto::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use kafka_proto::{ErrorCode, Request};
 
 use futures_util::future::Either;
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,9 @@ use super::membership::{CommitIdentity, Membership, Next};
 use super::types::{TopicPartition, TopicPartitionOffset};
 use crate::client::Client;
 use crate::error::{Error, RequestError};
-use crate::routing::{find_group_coordinator, send_versioned, send_versioned_with_timeout};
+use crate::routing::{
+    find_group_coordinator, is_coordinator_moved, send_versioned, send_versioned_with_timeout,
+};
 
 /// Beyond the rebalance timeout, for the coordinator's answer to travel back.
 const JOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -190,24 +192,54 @@ impl Coordinator {
         if let Some(n) = self.lock().coordinator {
             return Ok(n);
         }
-        let group = self.config.group_id.clone();
+        let group = &self.config.group_id;
+        let node = self
+            .retrying("FindCoordinator", MAX_ATTEMPTS, || {
+                find_group_coordinator(&self.client, group)
+            })
+            .await?;
+        // Make sure the client can dial it (its address comes from metadata).
+        if !self.client.metadata().brokers.contains_key(&node) {
+            let _ = self.client.refresh_metadata().await;
+        }
+        self.lock().coordinator = Some(node);
+        Ok(node)
+    }
+
+    /// Runs `once` up to `attempts` times while it fails with a retriable error, with the
+    /// client's backoff after each failure; the last retriable error if none succeeded.
+    async fn retrying<T, F: Future<Output = Result<T, Error>>>(
+        &self,
+        what: &str,
+        attempts: u32,
+        mut once: impl FnMut() -> F,
+    ) -> Result<T, Error> {
         let mut last = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            match find_group_coordinator(&self.client, &group).await {
-                Ok(node) => {
-                    // Make sure the client can dial it (its address comes from metadata).
-                    if !self.client.metadata().brokers.contains_key(&node) {
-                        let _ = self.client.refresh_metadata().await;
-                    }
-                    self.lock().coordinator = Some(node);
-                    return Ok(node);
-                }
+        for attempt in 1..=attempts {
+            match once().await {
+                Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => last = Some(e),
                 Err(e) => return Err(e),
             }
             tokio::time::sleep(self.client.backoff_delay(attempt)).await;
         }
-        Err(last.unwrap_or_else(|| Error::Timeout("FindCoordinator".into())))
+        Err(last.unwrap_or_else(|| Error::Timeout(what.into())))
+    }
+
+    /// Sends a request built for the negotiated version to the coordinator at `node`; a lost
+    /// connection sends the member looking for the coordinator again.
+    async fn send<R: Request>(
+        &self,
+        node: i32,
+        build: impl FnOnce(i16) -> Result<R, Error>,
+    ) -> Result<R::Response, Error> {
+        let result = send_versioned(&self.client, node, build).await;
+        if let Err(e) = &result
+            && is_connection_error(e)
+        {
+            self.lock().on_connection_error();
+        }
+        result
     }
 
     /// Applies a request failure to the membership: connection errors and timeouts send us
@@ -394,16 +426,8 @@ impl Coordinator {
     /// the leave resent (a few times: the session timeout evicts the member anyway, only
     /// later), so the group rebalances at once.
     pub async fn leave(&self, reason: &str) -> Result<(), Error> {
-        let mut last = None;
-        for attempt in 1..=LEAVE_ATTEMPTS {
-            match self.leave_once(reason).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retriable() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(self.client.backoff_delay(attempt)).await;
-        }
-        Err(last.unwrap_or_else(|| Error::Timeout("LeaveGroup".into())))
+        self.retrying("LeaveGroup", LEAVE_ATTEMPTS, || self.leave_once(reason))
+            .await
     }
 
     async fn leave_once(&self, reason: &str) -> Result<(), Error> {
@@ -416,33 +440,25 @@ impl Coordinator {
             return Ok(());
         }
         let group = self.config.group_id.clone();
-        let resp = send_versioned(&self.client, node, |v| {
-            let mut req = LeaveGroupRequest {
-                group_id: group,
-                ..Default::default()
-            };
-            if v >= 3 {
-                req.members = vec![MemberIdentity {
-                    member_id,
-                    group_instance_id: instance,
-                    reason: Some(reason.to_owned()),
+        let resp = self
+            .send(node, |v| {
+                let mut req = LeaveGroupRequest {
+                    group_id: group,
                     ..Default::default()
-                }];
-            } else {
-                req.member_id = member_id;
-            }
-            Ok(req)
-        })
-        .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.lock().on_connection_error();
+                };
+                if v >= 3 {
+                    req.members = vec![MemberIdentity {
+                        member_id,
+                        group_instance_id: instance,
+                        reason: Some(reason.to_owned()),
+                        ..Default::default()
+                    }];
+                } else {
+                    req.member_id = member_id;
                 }
-                return Err(e);
-            }
-        };
+                Ok(req)
+            })
+            .await?;
         let code = resp
             .members
             .first()
@@ -452,21 +468,16 @@ impl Coordinator {
         match ErrorCode::from_code(code) {
             // Already gone: the goal is reached.
             ErrorCode::None | ErrorCode::UnknownMemberId => Ok(()),
-            code @ (ErrorCode::NotCoordinator
-            | ErrorCode::CoordinatorNotAvailable
-            | ErrorCode::CoordinatorLoadInProgress) => {
-                self.lock().on_error(code);
+            code => {
+                if is_coordinator_moved(code) {
+                    self.lock().on_error(code);
+                }
                 Err(Error::broker(
                     code,
                     None,
                     format!("leave group {}", self.config.group_id),
                 ))
             }
-            code => Err(Error::broker(
-                code,
-                None,
-                format!("leave group {}", self.config.group_id),
-            )),
         }
     }
 
@@ -475,29 +486,21 @@ impl Coordinator {
     /// against the membership: once its generation is over, the commit fails with
     /// `Error::CommitFailed` rather than go out under another generation. Fencing answers are
     /// `Error::CommitFailed` too.
-    pub async fn commit_as(
+    ///
+    /// `offsets` are non-empty and valid: [`CommitQueue::submit`] checked them.
+    async fn commit_as(
         &self,
         id: &CommitIdentity,
         offsets: &[TopicPartitionOffset],
     ) -> Result<(), Error> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        check_offsets(offsets)?;
         let mut by_topic: BTreeMap<&str, Vec<&TopicPartitionOffset>> = BTreeMap::new();
         for o in offsets {
             by_topic.entry(&o.topic).or_default().push(o);
         }
-        let mut last = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.commit_once(id, &by_topic).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retriable() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(self.client.backoff_delay(attempt)).await;
-        }
-        Err(last.unwrap_or_else(|| Error::Timeout("OffsetCommit".into())))
+        self.retrying("OffsetCommit", MAX_ATTEMPTS, || {
+            self.commit_once(id, &by_topic)
+        })
+        .await
     }
 
     async fn commit_once(
@@ -509,58 +512,43 @@ impl Coordinator {
         let node = self.node().await?;
         self.lock().check_identity(id)?;
         let group = self.config.group_id.clone();
-        let result = send_versioned(&self.client, node, |v| {
-            Ok(OffsetCommitRequest {
-                group_id: group,
-                generation_id_or_member_epoch: id.generation,
-                member_id: id.member_id.clone(),
-                group_instance_id: if v >= 7 { id.instance_id.clone() } else { None },
-                topics: by_topic
-                    .iter()
-                    .map(|(topic, parts)| OffsetCommitRequestTopic {
-                        name: (*topic).to_owned(),
-                        partitions: parts
-                            .iter()
-                            .map(|o| OffsetCommitRequestPartition {
-                                partition_index: o.partition,
-                                committed_offset: o.offset,
-                                committed_leader_epoch: -1,
-                                committed_metadata: o.metadata.clone(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
+        let resp = self
+            .send(node, |v| {
+                Ok(OffsetCommitRequest {
+                    group_id: group,
+                    generation_id_or_member_epoch: id.generation,
+                    member_id: id.member_id.clone(),
+                    group_instance_id: if v >= 7 { id.instance_id.clone() } else { None },
+                    topics: by_topic
+                        .iter()
+                        .map(|(topic, parts)| OffsetCommitRequestTopic {
+                            name: (*topic).to_owned(),
+                            partitions: parts
+                                .iter()
+                                .map(|o| OffsetCommitRequestPartition {
+                                    partition_index: o.partition,
+                                    committed_offset: o.offset,
+                                    committed_leader_epoch: -1,
+                                    committed_metadata: o.metadata.clone(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
             })
-        })
-        .await;
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.lock().on_connection_error();
-                }
-                return Err(e);
-            }
-        };
+            .await?;
         for t in &resp.topics {
             for p in &t.partitions {
                 let code = ErrorCode::from_code(p.error_code);
                 match code {
                     ErrorCode::None => {}
-                    ErrorCode::NotCoordinator
-                    | ErrorCode::CoordinatorNotAvailable
-                    | ErrorCode::CoordinatorLoadInProgress => {
-                        self.lock().on_error(code);
-                        return Err(Error::broker(
-                            code,
-                            None,
-                            format!("{}-{}", t.name, p.partition_index),
-                        ));
-                    }
                     code if code.is_retriable() => {
+                        if is_coordinator_moved(code) {
+                            self.lock().on_error(code);
+                        }
                         return Err(Error::broker(
                             code,
                             None,
@@ -583,16 +571,10 @@ impl Coordinator {
         if partitions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut last = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.committed_once(partitions).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retriable() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(self.client.backoff_delay(attempt)).await;
-        }
-        Err(last.unwrap_or_else(|| Error::Timeout("OffsetFetch".into())))
+        self.retrying("OffsetFetch", MAX_ATTEMPTS, || {
+            self.committed_once(partitions)
+        })
+        .await
     }
 
     async fn committed_once(
@@ -605,48 +587,40 @@ impl Coordinator {
             by_topic.entry(&tp.topic).or_default().push(tp.partition);
         }
         let group = self.config.group_id.clone();
-        let result = send_versioned(&self.client, node, |v| {
-            let mut req = OffsetFetchRequest::default();
-            if v >= 8 {
-                req.groups = vec![OffsetFetchRequestGroup {
-                    group_id: group,
-                    topics: Some(
+        let resp = self
+            .send(node, |v| {
+                let mut req = OffsetFetchRequest::default();
+                if v >= 8 {
+                    req.groups = vec![OffsetFetchRequestGroup {
+                        group_id: group,
+                        topics: Some(
+                            by_topic
+                                .iter()
+                                .map(|(t, p)| OffsetFetchRequestTopics {
+                                    name: (*t).to_owned(),
+                                    partition_indexes: p.clone(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        ),
+                        ..Default::default()
+                    }];
+                } else {
+                    req.group_id = group;
+                    req.topics = Some(
                         by_topic
                             .iter()
-                            .map(|(t, p)| OffsetFetchRequestTopics {
+                            .map(|(t, p)| OffsetFetchRequestTopic {
                                 name: (*t).to_owned(),
                                 partition_indexes: p.clone(),
                                 ..Default::default()
                             })
                             .collect(),
-                    ),
-                    ..Default::default()
-                }];
-            } else {
-                req.group_id = group;
-                req.topics = Some(
-                    by_topic
-                        .iter()
-                        .map(|(t, p)| OffsetFetchRequestTopic {
-                            name: (*t).to_owned(),
-                            partition_indexes: p.clone(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                );
-            }
-            Ok(req)
-        })
-        .await;
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                if is_connection_error(&e) {
-                    self.lock().on_connection_error();
+                    );
                 }
-                return Err(e);
-            }
-        };
+                Ok(req)
+            })
+            .await?;
         // (topic, partition, offset, code) in either response form.
         let mut answers: Vec<(String, i32, i64, i16)> = Vec::new();
         let group_code = if let Some(g) = resp.groups.first() {
@@ -678,13 +652,12 @@ impl Coordinator {
         let check = |code: i16| -> Result<(), Error> {
             match ErrorCode::from_code(code) {
                 ErrorCode::None => Ok(()),
-                c @ (ErrorCode::NotCoordinator
-                | ErrorCode::CoordinatorNotAvailable
-                | ErrorCode::CoordinatorLoadInProgress) => {
-                    self.lock().on_error(c);
+                c => {
+                    if is_coordinator_moved(c) {
+                        self.lock().on_error(c);
+                    }
                     Err(Error::broker(c, None, context.clone()))
                 }
-                c => Err(Error::broker(c, None, context.clone())),
             }
         };
         check(group_code)?;

@@ -23,6 +23,7 @@ use kafka_proto::ErrorCode;
 use super::config::AssignorKind;
 use super::types::TopicPartition;
 use crate::error::Error;
+use crate::routing::is_coordinator_moved;
 
 /// Generation id meaning "not in a generation".
 pub const NO_GENERATION: i32 = -1;
@@ -249,9 +250,7 @@ impl Membership {
                 self.member_id.clear();
                 Next::Rejoin
             }
-            ErrorCode::NotCoordinator
-            | ErrorCode::CoordinatorNotAvailable
-            | ErrorCode::CoordinatorLoadInProgress => {
+            code if is_coordinator_moved(code) => {
                 self.coordinator = None;
                 Next::Rediscover
             }
