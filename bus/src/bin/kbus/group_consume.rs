@@ -220,6 +220,8 @@ async fn consume(
             }
             b => b,
         };
+        // One lock per batch: only the listener, inside `poll_for` on this task, takes it too.
+        let mut next = lock(pending);
         for r in &batch {
             if a.count.is_some_and(|c| printed >= c) {
                 break;
@@ -227,7 +229,7 @@ async fn consume(
             a.format
                 .write(&mut out, &View::of(r))
                 .map_err(|e| format!("stdout: {e}"))?;
-            lock(pending).insert((r.topic.clone(), r.partition), r.offset + 1);
+            next.insert((r.topic.clone(), r.partition), r.offset + 1);
             printed += 1;
         }
     }
