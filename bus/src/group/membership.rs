@@ -234,11 +234,9 @@ impl Membership {
         match code {
             ErrorCode::None => Next::Retry,
             ErrorCode::RebalanceInProgress => {
-                self.rejoin_needed = true;
-                if self.phase == Phase::Joining {
-                    // A SyncGroup overtaken by a new rebalance: join again.
-                    self.phase = Phase::Unjoined;
-                }
+                self.request_rejoin();
+                // A SyncGroup overtaken by a new rebalance: join again.
+                self.abandon_join();
                 Next::Rejoin
             }
             ErrorCode::IllegalGeneration => {
@@ -269,6 +267,21 @@ impl Membership {
                 code,
                 message: None,
             }),
+        }
+    }
+
+    /// Asks for a rejoin at the next `poll` for a reason no coordinator answer carries: the
+    /// subscription changed, a join round failed on this side, or the leader saw partitions
+    /// its assignment did not cover.
+    pub fn request_rejoin(&mut self) {
+        self.rejoin_needed = true;
+    }
+
+    /// The join round in flight ended without a generation (an error answer, a backoff, a
+    /// failed task): the member is no longer joining, so the next round starts afresh.
+    pub fn abandon_join(&mut self) {
+        if self.phase == Phase::Joining {
+            self.phase = Phase::Unjoined;
         }
     }
 
@@ -702,6 +715,32 @@ mod tests {
         m.begin_join();
         assert_eq!(m.phase, Phase::Joining);
         assert!(!m.rejoin_needed);
+    }
+
+    #[test]
+    fn an_abandoned_join_starts_over_and_a_requested_rejoin_is_kept() {
+        let mut m = stable(false, &[0]);
+        m.on_error(ErrorCode::RebalanceInProgress);
+        m.prepare_join();
+        m.begin_join();
+        m.abandon_join();
+        assert_eq!(m.phase, Phase::Unjoined);
+        assert!(m.needs_join());
+        // Only a join in flight is abandoned: a stable or closed member stays as it is.
+        let mut m = stable(false, &[0]);
+        m.abandon_join();
+        assert_eq!(m.phase, Phase::Stable);
+        assert!(!m.needs_join());
+        m.request_rejoin();
+        assert!(m.needs_join());
+        assert_eq!(
+            m.generation(),
+            Some((5, "m-1".into())),
+            "a rejoin keeps the generation"
+        );
+        m.on_closed();
+        m.abandon_join();
+        assert_eq!(m.phase, Phase::Closed);
     }
 
     #[test]

@@ -321,7 +321,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
         let mut m = self.inner.coord.lock();
         m.subscribed = true;
         if list != self.inner.topics {
-            m.rejoin_needed = true;
+            m.request_rejoin();
             drop(m);
             self.inner.topics = list;
         }
@@ -615,7 +615,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
             let round = match outcome {
                 Ok(r) => r,
                 Err(e) => {
-                    self.inner.coord.lock().rejoin_needed = true;
+                    self.inner.coord.lock().request_rejoin();
                     return Err(Error::Protocol(format!("join task failed: {e}")));
                 }
             };
@@ -628,10 +628,8 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                 Err(e) if e.is_retriable() => {
                     {
                         let mut m = self.inner.coord.lock();
-                        m.rejoin_needed = true;
-                        if m.phase == membership::Phase::Joining {
-                            m.phase = membership::Phase::Unjoined;
-                        }
+                        m.request_rejoin();
+                        m.abandon_join();
                     }
                     let backoff = self.inner.coord.client.backoff_delay(rounds);
                     last_error = Some(e);
@@ -642,7 +640,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                     continue;
                 }
                 Err(e) => {
-                    self.inner.coord.lock().rejoin_needed = true;
+                    self.inner.coord.lock().request_rejoin();
                     return Err(e);
                 }
             };
@@ -738,7 +736,7 @@ async fn join_round(
         Ok(c) => c,
         Err(e) => {
             // Owned but never started: rejoin rather than sit on them.
-            coord.lock().rejoin_needed = true;
+            coord.lock().request_rejoin();
             return Err(e);
         }
     };
@@ -971,7 +969,7 @@ impl Inner {
             self.assigned_topics = None;
             let mut m = self.coord.lock();
             if m.leader && m.generation().is_some() {
-                m.rejoin_needed = true;
+                m.request_rejoin();
             }
         }
     }
@@ -1001,19 +999,11 @@ impl Inner {
         match next {
             Next::Fatal(e) => Err(e),
             Next::JoinAgain | Next::Rejoin => {
-                let mut m = self.coord.lock();
-                if m.phase == membership::Phase::Joining {
-                    m.phase = membership::Phase::Unjoined;
-                }
+                self.coord.lock().abandon_join();
                 Ok(None)
             }
             Next::Retry | Next::Rediscover => {
-                {
-                    let mut m = self.coord.lock();
-                    if m.phase == membership::Phase::Joining {
-                        m.phase = membership::Phase::Unjoined;
-                    }
-                }
+                self.coord.lock().abandon_join();
                 tokio::time::sleep(self.coord.client.backoff_delay(round)).await;
                 Ok(Some(Error::Timeout(format!(
                     "group {} is not ready: {next:?}",
