@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 
 use kafka_proto::ErrorCode;
 
-use super::config::AssignorKind;
 use super::types::TopicPartition;
 use crate::error::Error;
 use crate::routing::is_coordinator_moved;
@@ -109,8 +108,6 @@ pub struct Membership {
     pub member_id: String,
     pub generation: i32,
     pub phase: Phase,
-    /// The assignor the coordinator chose for the current generation.
-    pub protocol: Option<AssignorKind>,
     pub leader: bool,
     /// The coordinator's node id, once found.
     pub coordinator: Option<i32>,
@@ -123,8 +120,6 @@ pub struct Membership {
     pub rejoin_needed: bool,
     /// The generation `owned` was assigned in is gone, so `owned` is lost rather than revoked.
     pub owned_lost: bool,
-    /// The heartbeat task left the group because the application did not poll in time.
-    pub left_for_poll_timeout: bool,
     /// A fatal error seen by the heartbeat task, reported by the next `poll`.
     pub fatal: Option<Error>,
     /// Partitions come from the group (subscribe), so commits need a live generation.
@@ -141,14 +136,12 @@ impl Membership {
             member_id: String::new(),
             generation: NO_GENERATION,
             phase: Phase::Unjoined,
-            protocol: None,
             leader: false,
             coordinator: None,
             owned: BTreeSet::new(),
             cooperative,
             rejoin_needed: false,
             owned_lost: false,
-            left_for_poll_timeout: false,
             fatal: None,
             subscribed: false,
             synced_generation: NO_GENERATION,
@@ -179,7 +172,6 @@ impl Membership {
             out.revoked = std::mem::take(&mut self.owned).into_iter().collect();
         }
         self.owned_lost = false;
-        self.left_for_poll_timeout = false;
         self.rejoin_needed = false;
         self.phase = Phase::Joining;
         out
@@ -195,16 +187,9 @@ impl Membership {
     }
 
     /// Applies a successful JoinGroup.
-    pub fn on_joined(
-        &mut self,
-        generation: i32,
-        member_id: &str,
-        protocol: Option<AssignorKind>,
-        leader: bool,
-    ) {
+    pub fn on_joined(&mut self, generation: i32, member_id: &str, leader: bool) {
         self.generation = generation;
         self.member_id = member_id.to_owned();
-        self.protocol = protocol;
         self.leader = leader;
     }
 
@@ -299,7 +284,6 @@ impl Membership {
             // Java resets a dynamic member's id after a proactive leave.
             self.member_id.clear();
         }
-        self.left_for_poll_timeout = true;
     }
 
     /// After LeaveGroup on close.
@@ -445,7 +429,7 @@ mod tests {
     fn stable(cooperative: bool, owned: &[i32]) -> Membership {
         let mut m = Membership::new("g".into(), None, cooperative);
         m.prepare_join();
-        m.on_joined(5, "m-1", Some(AssignorKind::Range), false);
+        m.on_joined(5, "m-1", false);
         m.on_synced(owned.iter().map(|&p| tp(p)).collect());
         m
     }
@@ -568,7 +552,7 @@ mod tests {
         let mut m = stable(true, &[0, 1, 2]);
         m.on_error(ErrorCode::RebalanceInProgress);
         m.prepare_join();
-        m.on_joined(6, "m-1", Some(AssignorKind::CooperativeSticky), true);
+        m.on_joined(6, "m-1", true);
         let c = m.on_synced(vec![tp(0), tp(1)]);
         assert_eq!(c.revoked, vec![tp(2)]);
         assert!(c.added.is_empty());
@@ -576,7 +560,7 @@ mod tests {
         assert!(m.needs_join());
         // The follow-up gives nothing back and takes nothing: stable.
         m.prepare_join();
-        m.on_joined(7, "m-1", Some(AssignorKind::CooperativeSticky), true);
+        m.on_joined(7, "m-1", true);
         let c = m.on_synced(vec![tp(0), tp(1)]);
         assert_eq!(
             c,
@@ -593,7 +577,7 @@ mod tests {
         let mut m = stable(false, &[0, 1]);
         m.on_error(ErrorCode::RebalanceInProgress);
         m.prepare_join();
-        m.on_joined(6, "m-1", Some(AssignorKind::Range), false);
+        m.on_joined(6, "m-1", false);
         let c = m.on_synced(vec![tp(1)]);
         assert_eq!(c.added, vec![tp(1)]);
         assert!(c.revoked.is_empty());
@@ -656,7 +640,7 @@ mod tests {
         m.prepare_join();
         assert!(m.check_identity(&id).is_ok());
         // The next generation: the old commit is over, whatever the member owns now.
-        m.on_joined(6, "m-1", Some(AssignorKind::Range), false);
+        m.on_joined(6, "m-1", false);
         m.on_synced(vec![tp(0)]);
         assert!(matches!(
             m.check_identity(&id),
@@ -779,7 +763,7 @@ mod tests {
         assert_eq!(m.prepare_join().lost, vec![tp(0)]);
         let mut s = Membership::new("g".into(), Some("i".into()), false);
         s.prepare_join();
-        s.on_joined(1, "m-9", None, false);
+        s.on_joined(1, "m-9", false);
         s.on_synced(vec![tp(0)]);
         s.on_poll_timeout();
         assert_eq!(s.member_id, "m-9", "a static member keeps its id");

@@ -705,12 +705,9 @@ async fn join_round(
         JoinResult::Next(next) => return Ok(Round::Next(next)),
     };
     let leader = joined.leader == joined.member_id;
-    coord.lock().on_joined(
-        joined.generation,
-        &joined.member_id,
-        joined.protocol,
-        leader,
-    );
+    coord
+        .lock()
+        .on_joined(joined.generation, &joined.member_id, leader);
     let (assignments, assigned_topics) = if leader {
         let (a, t) = lead(&coord, &joined).await?;
         (a, Some(t))
