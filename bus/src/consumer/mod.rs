@@ -296,6 +296,12 @@ impl PartitionConsumer {
             .collect()
     }
 
+    /// Whether any partition is assigned, without building the list (the group's poll loop
+    /// asks on every turn).
+    pub fn has_assignment(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+
     /// Moves an assigned partition to `offset`. Records fetched from the old position and not
     /// yet returned are dropped; a stopped partition (corrupt batch, reset policy `none`)
     /// resumes.

@@ -525,7 +525,7 @@ impl<L: RebalanceListener> GroupConsumer<L> {
                 .config
                 .auto_commit
                 .then_some(inner.next_auto_commit);
-            let has_work = !inner.consumer.assignment().is_empty();
+            let has_work = inner.consumer.has_assignment();
             let wake = inner.wake.clone();
             tokio::select! {
                 r = inner.consumer.poll_batch(), if has_work => {
