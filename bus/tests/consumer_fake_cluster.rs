@@ -336,3 +336,27 @@ async fn a_moved_leader_is_followed_without_loss_or_duplicates() {
     );
     assert!(fetches[..first_on_2].iter().all(|&(node, _)| node == 1));
 }
+
+#[tokio::test]
+async fn a_bad_assignment_is_refused_whole_and_changes_nothing() {
+    let cluster = FakeCluster::start(0, 10).await;
+    let mut c = consumer(&cluster, AutoOffsetReset::Earliest).await;
+    assert!(!c.has_assignment());
+    c.assign([("t", 0, Offset::At(3))]).unwrap();
+    assert!(c.has_assignment());
+    assert_eq!(offsets(&read(&mut c, 7).await), (3..10).collect::<Vec<_>>());
+    let twice = [("t", 0, Offset::At(0)), ("t", 0, Offset::At(1))];
+    let negative = [("t", 0, Offset::At(0)), ("t", -1, Offset::At(0))];
+    for bad in [twice, negative] {
+        for result in [c.set_assignment(bad), c.assign(bad)] {
+            assert!(matches!(result, Err(Error::InvalidArgument(_))), "{bad:?}");
+        }
+        assert_eq!(c.assignment(), vec![(Arc::from("t"), 0)]);
+        assert_eq!(c.position("t", 0), Some(10));
+    }
+    // A kept partition keeps its position; the offset given applies only to new ones.
+    c.set_assignment([("t", 0, Offset::At(0))]).unwrap();
+    assert_eq!(c.position("t", 0), Some(10));
+    c.set_assignment(Vec::<(&str, i32, Offset)>::new()).unwrap();
+    assert!(!c.has_assignment());
+}

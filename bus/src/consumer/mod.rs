@@ -57,6 +57,12 @@ use position::{Decision, PartitionState, decide};
 /// fields); the largest batch the consumer can take is the frame cap minus this.
 const FRAME_OVERHEAD: usize = 64 * 1024;
 
+/// topic -> partition -> index into `PartitionConsumer::partitions`.
+type Index = HashMap<Arc<str>, HashMap<i32, usize>>;
+
+/// One partition of a requested assignment: topic, partition, where a new one starts.
+type Wanted = (Arc<str>, i32, Offset);
+
 /// Reads assigned partitions. See the module docs for how fetching is pipelined.
 pub struct PartitionConsumer {
     client: Client,
@@ -65,8 +71,7 @@ pub struct PartitionConsumer {
     /// The largest batch a response may carry (the connection's frame cap, less overhead).
     batch_limit: usize,
     partitions: Vec<PartitionState>,
-    /// topic -> partition -> index into `partitions`.
-    index: HashMap<Arc<str>, HashMap<i32, usize>>,
+    index: Index,
     /// The fetch task per broker.
     in_flight: HashMap<i32, AbortHandle>,
     done_tx: UnboundedSender<FetchOutcome>,
@@ -157,28 +162,11 @@ impl PartitionConsumer {
         &mut self,
         partitions: impl IntoIterator<Item = (T, i32, Offset)>,
     ) -> Result<(), Error> {
-        let mut next: Vec<PartitionState> = Vec::new();
-        let mut index: HashMap<Arc<str>, HashMap<i32, usize>> = HashMap::new();
-        for (topic, partition, offset) in partitions {
-            let topic = topic.as_ref();
-            check_offset(topic, partition, offset)?;
-            if partition < 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "{topic}-{partition}: partitions are numbered from 0"
-                )));
-            }
-            let name = match index.get_key_value(topic) {
-                Some((name, _)) => name.clone(),
-                None => Arc::from(topic),
-            };
-            let slots = index.entry(name.clone()).or_default();
-            if slots.insert(partition, next.len()).is_some() {
-                return Err(Error::InvalidArgument(format!(
-                    "{topic}-{partition} is assigned twice"
-                )));
-            }
+        let (wanted, index) = self.plan(partitions)?;
+        let mut next = Vec::with_capacity(wanted.len());
+        for (topic, partition, offset) in wanted {
             let generation = self.bump_generation();
-            next.push(PartitionState::new(name, partition, offset, generation));
+            next.push(PartitionState::new(topic, partition, offset, generation));
         }
         self.partitions = next;
         self.index = index;
@@ -196,34 +184,12 @@ impl PartitionConsumer {
         &mut self,
         partitions: impl IntoIterator<Item = (T, i32, Offset)>,
     ) -> Result<(), Error> {
-        let mut wanted: Vec<(Arc<str>, i32, Offset)> = Vec::new();
-        for (topic, partition, offset) in partitions {
-            let topic = topic.as_ref();
-            check_offset(topic, partition, offset)?;
-            if partition < 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "{topic}-{partition}: partitions are numbered from 0"
-                )));
-            }
-            if wanted
-                .iter()
-                .any(|(t, p, _)| **t == *topic && *p == partition)
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "{topic}-{partition} is assigned twice"
-                )));
-            }
-            let name = match self.index.get_key_value(topic) {
-                Some((name, _)) => name.clone(),
-                None => Arc::from(topic),
-            };
-            wanted.push((name, partition, offset));
-        }
+        let (wanted, index) = self.plan(partitions)?;
         let mut old: Vec<Option<PartitionState>> = std::mem::take(&mut self.partitions)
             .into_iter()
             .map(Some)
             .collect();
-        let old_index = std::mem::take(&mut self.index);
+        let old_index = std::mem::replace(&mut self.index, index);
         let mut remap: HashMap<usize, usize> = HashMap::new();
         for (topic, partition, offset) in wanted {
             let kept = old_index
@@ -237,13 +203,9 @@ impl PartitionConsumer {
                 }
                 None => {
                     let generation = self.bump_generation();
-                    PartitionState::new(topic.clone(), partition, offset, generation)
+                    PartitionState::new(topic, partition, offset, generation)
                 }
             };
-            self.index
-                .entry(topic)
-                .or_default()
-                .insert(partition, self.partitions.len());
             self.partitions.push(st);
         }
         self.ready = self
@@ -271,6 +233,41 @@ impl PartitionConsumer {
             self.current = keep.into_iter();
         }
         Ok(())
+    }
+
+    /// Checks a requested assignment (valid offsets, partitions numbered from 0, none twice)
+    /// and names each topic with one shared `Arc` (the current assignment's, when it has the
+    /// topic): the partitions in order, and the index they will have.
+    fn plan<T: AsRef<str>>(
+        &self,
+        partitions: impl IntoIterator<Item = (T, i32, Offset)>,
+    ) -> Result<(Vec<Wanted>, Index), Error> {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut index = Index::new();
+        for (topic, partition, offset) in partitions {
+            let topic = topic.as_ref();
+            check_offset(topic, partition, offset)?;
+            if partition < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{topic}-{partition}: partitions are numbered from 0"
+                )));
+            }
+            let name = match index
+                .get_key_value(topic)
+                .or_else(|| self.index.get_key_value(topic))
+            {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(topic),
+            };
+            let slots = index.entry(name.clone()).or_default();
+            if slots.insert(partition, wanted.len()).is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "{topic}-{partition} is assigned twice"
+                )));
+            }
+            wanted.push((name, partition, offset));
+        }
+        Ok((wanted, index))
     }
 
     /// Removes these partitions from the assignment (the rest keep their state).
