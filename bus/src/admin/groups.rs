@@ -236,15 +236,18 @@ impl Admin {
         let asks = nodes.into_iter().map(|node| {
             self.retrying(move || async move {
                 let conn = self.client.broker(node).await?;
-                let resp =
-                    send_versioned_on(&self.client, &conn, |_| Ok(ListGroupsRequest::default()))
-                        .await?;
+                let mut version = 0;
+                let resp = send_versioned_on(&self.client, &conn, |v| {
+                    version = v;
+                    Ok(ListGroupsRequest::default())
+                })
+                .await?;
                 check_code(
                     resp.error_code,
                     None,
                     &format!("list groups on broker {node}"),
                 )?;
-                Ok((conn.version_for::<ListGroupsRequest>()?, resp.groups))
+                Ok((version, resp.groups))
             })
         });
         let mut merged: BTreeMap<String, GroupListing> = BTreeMap::new();
@@ -393,8 +396,9 @@ impl Admin {
 
     async fn group_offsets_once(&self, group: &str) -> Result<Vec<CommittedOffset>, Error> {
         let (_, conn) = self.coordinator(group).await?;
-        let version = conn.version_for::<OffsetFetchRequest>()?;
-        let resp = send_versioned_on(&self.client, &conn, |version| {
+        let mut version = 0;
+        let resp = send_versioned_on(&self.client, &conn, |v| {
+            version = v;
             if version < 2 {
                 return Err(Error::Unsupported(format!(
                     "OffsetFetch v{version} cannot list all of a group's offsets (needs v2)"
