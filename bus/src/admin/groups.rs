@@ -33,7 +33,7 @@ use super::Admin;
 use crate::client::check_code;
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::group::protocol::{decode_assignment, decode_subscription};
+use crate::group::protocol::{by_topic, decode_assignment, decode_subscription};
 use crate::offsets::{IsolationLevel, OffsetSpec};
 use crate::routing::{find_group_coordinator, is_coordinator_moved, send_versioned_on};
 
@@ -319,16 +319,12 @@ impl Admin {
                     MemberAssignment::Opaque(m.member_assignment)
                 } else {
                     match decode_assignment(m.member_assignment.clone()) {
-                        Ok(a) => {
-                            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                            for tp in a.partitions {
-                                by_topic
-                                    .entry(tp.topic.to_string())
-                                    .or_default()
-                                    .push(tp.partition);
-                            }
-                            MemberAssignment::Consumer(by_topic)
-                        }
+                        Ok(a) => MemberAssignment::Consumer(
+                            by_topic(&a.partitions)
+                                .into_iter()
+                                .map(|(topic, partitions)| (topic.to_string(), partitions))
+                                .collect(),
+                        ),
                         Err(error) => MemberAssignment::Invalid {
                             bytes: m.member_assignment,
                             error: error.to_string(),

@@ -52,8 +52,9 @@ fn bad(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("bad consumer protocol {what}: {e}"))
 }
 
-/// Groups partitions by topic, topics and partitions in ascending order.
-fn by_topic(partitions: &[TopicPartition]) -> BTreeMap<Arc<str>, Vec<i32>> {
+/// Groups partitions by topic, topics and partitions in ascending order (the payloads, and
+/// admin's described assignments).
+pub(crate) fn by_topic(partitions: &[TopicPartition]) -> BTreeMap<Arc<str>, Vec<i32>> {
     let mut map: BTreeMap<Arc<str>, Vec<i32>> = BTreeMap::new();
     for tp in partitions {
         map.entry(tp.topic.clone()).or_default().push(tp.partition);
