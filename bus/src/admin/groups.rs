@@ -287,7 +287,17 @@ impl Admin {
 
     async fn describe_once(&self, group: &str) -> Result<GroupDescription, Error> {
         let (node, conn) = self.coordinator(group).await?;
-        let resp = send_versioned_on(&self.client, &conn, |_| {
+        self.describe_at(group, node, &conn).await
+    }
+
+    /// DescribeGroups for `group` at its coordinator `node`, reached through `conn`.
+    async fn describe_at(
+        &self,
+        group: &str,
+        node: i32,
+        conn: &Connection,
+    ) -> Result<GroupDescription, Error> {
+        let resp = send_versioned_on(&self.client, conn, |_| {
             let mut req = DescribeGroupsRequest::default();
             req.groups = vec![group.to_owned()];
             Ok(req)
@@ -356,30 +366,28 @@ impl Admin {
         &self,
         groups: &[&str],
     ) -> Result<Vec<(String, Result<(), Error>)>, Error> {
-        let asks = groups.iter().map(|&g| async move {
-            let result = self
-                .retrying(|| async move {
-                    self.check_inactive(g).await?;
-                    let (_, conn) = self.coordinator(g).await?;
-                    let resp = send_versioned_on(&self.client, &conn, |_| {
-                        let mut req = DeleteGroupsRequest::default();
-                        req.groups_names = vec![g.to_owned()];
-                        Ok(req)
-                    })
-                    .await?;
-                    let r = resp
-                        .results
-                        .iter()
-                        .find(|r| r.group_id == g)
-                        .ok_or_else(|| {
-                            Error::Protocol(format!("DeleteGroups lacks group {g:?}"))
-                        })?;
-                    check_code(r.error_code, None, &format!("group {g}"))
-                })
-                .await;
-            (g.to_owned(), result)
-        });
+        let asks = groups
+            .iter()
+            .map(|&g| async move { (g.to_owned(), self.retrying(|| self.delete_once(g)).await) });
         Ok(join_all(asks).await)
+    }
+
+    /// Describes `group`, then deletes it if inactive, both at the coordinator found once.
+    async fn delete_once(&self, group: &str) -> Result<(), Error> {
+        let (node, conn) = self.coordinator(group).await?;
+        ensure_inactive(group, self.describe_at(group, node, &conn).await)?;
+        let resp = send_versioned_on(&self.client, &conn, |_| {
+            let mut req = DeleteGroupsRequest::default();
+            req.groups_names = vec![group.to_owned()];
+            Ok(req)
+        })
+        .await?;
+        let r = resp
+            .results
+            .iter()
+            .find(|r| r.group_id == group)
+            .ok_or_else(|| Error::Protocol(format!("DeleteGroups lacks group {group:?}")))?;
+        check_code(r.error_code, None, &format!("group {group}"))
     }
 
     /// The group's committed offsets for every topic, sorted by topic and partition
@@ -600,7 +608,8 @@ impl Admin {
         spec: ResetSpec,
         dry_run: bool,
     ) -> Result<Vec<OffsetReset>, Error> {
-        self.retrying(|| self.check_inactive(group)).await?;
+        self.retrying(|| async { ensure_inactive(group, self.describe_once(group).await) })
+            .await?;
         let topics: BTreeSet<&str> = topics.iter().copied().collect();
         let mut partitions: Vec<(&str, i32)> = Vec::new();
         for &t in &topics {
@@ -635,19 +644,6 @@ impl Admin {
             result?;
         }
         Ok(plan)
-    }
-
-    /// Fails with [`Error::GroupNotEmpty`] unless `group` is Empty, Dead or unknown.
-    async fn check_inactive(&self, group: &str) -> Result<(), Error> {
-        match self.describe_once(group).await {
-            Ok(d) if !d.state.is_inactive() || !d.members.is_empty() => Err(Error::GroupNotEmpty {
-                group: group.to_owned(),
-                state: d.state.to_string(),
-                members: d.members.len(),
-            }),
-            Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 
     /// The offset `spec` names for each partition; any partition's error fails the call.
@@ -697,6 +693,20 @@ impl Admin {
                     .collect())
             }
         }
+    }
+}
+
+/// Fails with [`Error::GroupNotEmpty`] unless `described` shows `group` Empty, Dead or
+/// unknown; other errors of the description pass through.
+fn ensure_inactive(group: &str, described: Result<GroupDescription, Error>) -> Result<(), Error> {
+    match described {
+        Ok(d) if !d.state.is_inactive() || !d.members.is_empty() => Err(Error::GroupNotEmpty {
+            group: group.to_owned(),
+            state: d.state.to_string(),
+            members: d.members.len(),
+        }),
+        Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => Ok(()),
+        other => other.map(|_| ()),
     }
 }
 
