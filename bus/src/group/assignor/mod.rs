@@ -83,22 +83,34 @@ pub fn withhold_moving_partitions(
     assignment: &mut GroupAssignment,
     members: &[MemberSubscription],
 ) {
-    let mut owner: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
-    // The claim from the newest generation wins (a member that missed a rebalance may still
-    // list partitions it lost).
-    let mut gen_of: BTreeMap<&TopicPartition, i32> = BTreeMap::new();
-    for m in members {
+    let owner = newest_claims(members, |_, _| true);
+    for (member, parts) in assignment.iter_mut() {
+        parts.retain(|tp| {
+            owner
+                .get(tp)
+                .is_none_or(|&i| members[i].member_id == *member)
+        });
+    }
+}
+
+/// The owner of each partition the members claim (`owned_partitions`), as an index into
+/// `members`: the claim from the newest generation wins (a member that missed a rebalance may
+/// still list partitions it lost), the first member listed between equal generations. Only
+/// claims `valid` accepts count.
+fn newest_claims<'a>(
+    members: impl IntoIterator<Item = &'a MemberSubscription>,
+    valid: impl Fn(&MemberSubscription, &TopicPartition) -> bool,
+) -> BTreeMap<&'a TopicPartition, usize> {
+    let mut claim: BTreeMap<&TopicPartition, (i32, usize)> = BTreeMap::new();
+    for (i, m) in members.into_iter().enumerate() {
+        let g = m.subscription.generation_id;
         for tp in &m.subscription.owned_partitions {
-            let g = m.subscription.generation_id;
-            if gen_of.get(tp).is_none_or(|&old| g > old) {
-                gen_of.insert(tp, g);
-                owner.insert(tp, &m.member_id);
+            if valid(m, tp) && claim.get(tp).is_none_or(|&(old, _)| g > old) {
+                claim.insert(tp, (g, i));
             }
         }
     }
-    for (member, parts) in assignment.iter_mut() {
-        parts.retain(|tp| owner.get(tp).is_none_or(|o| *o == member));
-    }
+    claim.into_iter().map(|(tp, (_, i))| (tp, i)).collect()
 }
 
 /// Every partition of the topics `members` subscribe to, sorted.

@@ -10,9 +10,11 @@
 //! The cooperative two-step (revoke first, assign in the follow-up rebalance) is applied on
 //! top by [`withhold_moving_partitions`](super::withhold_moving_partitions).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::{GroupAssignment, MemberSubscription, TopicPartitions, all_partitions, ordered};
+use super::{
+    GroupAssignment, MemberSubscription, TopicPartitions, all_partitions, newest_claims, ordered,
+};
 use crate::group::types::TopicPartition;
 
 pub fn cooperative_sticky(
@@ -30,21 +32,12 @@ pub fn cooperative_sticky(
     let max_quota = all.len().div_ceil(order.len());
 
     // Step 1: valid owned partitions, newest generation wins a double claim.
-    let mut claim: BTreeMap<&TopicPartition, (i32, usize)> = BTreeMap::new();
-    for (i, m) in order.iter().enumerate() {
-        for tp in &m.subscription.owned_partitions {
-            if !exists.contains(tp) || !m.subscribes(&tp.topic) {
-                continue;
-            }
-            let g = m.subscription.generation_id;
-            if claim.get(tp).is_none_or(|&(old, _)| g > old) {
-                claim.insert(tp, (g, i));
-            }
-        }
-    }
+    let claim = newest_claims(order.iter().copied(), |m, tp| {
+        exists.contains(tp) && m.subscribes(&tp.topic)
+    });
     let mut held: Vec<Vec<TopicPartition>> = vec![Vec::new(); order.len()];
     let mut taken: BTreeSet<TopicPartition> = BTreeSet::new();
-    for (tp, (_, i)) in &claim {
+    for (tp, i) in &claim {
         if held[*i].len() < max_quota {
             held[*i].push((*tp).clone());
             taken.insert((*tp).clone());
