@@ -93,6 +93,7 @@ struct Inner {
     partitions: Mutex<HashMap<String, i32>>,
     /// Shared by every subscriber of this bus (see the module docs).
     dedup: Mutex<Arc<dyn DedupStore>>,
+    metrics: metrics::PublishMetrics,
 }
 
 /// The source name of a configuration handed to [`EventBus::connect`] in code.
@@ -132,6 +133,7 @@ impl EventBus {
                 config,
                 partitions: Mutex::new(HashMap::new()),
                 dedup: Mutex::new(dedup),
+                metrics: metrics::PublishMetrics::default(),
             }),
         })
     }
@@ -234,7 +236,9 @@ impl EventBus {
         let answers = self.inner.backend.send(out.clone()).instrument(batch).await;
         for ((slot, answer), record) in slots.into_iter().zip(answers).zip(out) {
             let (domain, _, event) = &events[slot];
-            metrics::published(domain, answer.is_ok(), started.elapsed());
+            self.inner
+                .metrics
+                .published(domain, answer.is_ok(), started.elapsed());
             let span = &spans[slot];
             match &answer {
                 Ok((partition, offset)) => {

@@ -97,6 +97,7 @@ pub(crate) struct GroupRuntime {
     /// is paused while it has an entry here. Bounded by one poll's records.
     parked: Mutex<HashMap<PartitionId, VecDeque<InRecord>>>,
     pub(crate) stats: Arc<SubscriberStats>,
+    metrics: metrics::GroupMetrics,
 }
 
 enum Outcome {
@@ -113,6 +114,7 @@ impl GroupRuntime {
         backend: Arc<dyn Backend>,
     ) -> Arc<Self> {
         Arc::new(GroupRuntime {
+            metrics: metrics::GroupMetrics::new(&settings.group),
             settings,
             handler,
             backend,
@@ -240,7 +242,7 @@ impl GroupRuntime {
                 && store.contains(group, id).await
             {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                metrics::handled(group, "duplicate", None);
+                self.metrics.duplicate();
                 tracing::debug!("duplicate skipped");
                 return Ok(Outcome::Done);
             }
@@ -261,7 +263,7 @@ impl GroupRuntime {
                             store.insert(group, id).await;
                         }
                         self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                        metrics::handled(group, "ok", Some(started.elapsed()));
+                        self.metrics.ok(started.elapsed());
                         return Ok(Outcome::Done);
                     }
                     Err(HandlerError::Permanent(m)) => {
@@ -278,7 +280,7 @@ impl GroupRuntime {
                     Some(delay) => {
                         tracing::info!(attempt, error = %error, ?delay, "retrying");
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        metrics::retried(group);
+                        self.metrics.retried();
                         if sleep_unless_stopped(delay, stop).await {
                             tracing::debug!(attempt, "stopped between retries; redelivered later");
                             return Ok(Outcome::Abandoned);
@@ -343,8 +345,7 @@ impl GroupRuntime {
             match r {
                 Some(Ok(_)) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    metrics::dead_lettered(group);
-                    metrics::handled(group, "dead_letter", None);
+                    self.metrics.dead_lettered();
                     return Outcome::Done;
                 }
                 Some(Err(e)) => tracing::error!(error = %e, "dead letter not written, retrying"),
