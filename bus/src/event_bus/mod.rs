@@ -206,6 +206,7 @@ impl EventBus {
         let started = Instant::now();
         let mut results: Vec<Option<Result<Delivered, BusError>>> = Vec::new();
         let mut out = Vec::new();
+        // Per record sent: its event's index and its topic (the records move into `send`).
         let mut slots = Vec::new();
         // One span per event, from placement until its answer: the event id is how a trace is
         // joined to the handler spans of every group that later sees the event.
@@ -222,8 +223,8 @@ impl EventBus {
             {
                 Ok(r) => {
                     span.record("topic", &*r.topic);
+                    slots.push((i, r.topic.clone()));
                     out.push(r);
-                    slots.push(i);
                 }
                 Err(e) => {
                     span.in_scope(|| tracing::debug!(error = %e, "not published"));
@@ -233,8 +234,8 @@ impl EventBus {
             spans.push(span);
         }
         let batch = tracing::info_span!("bus.publish_batch", events = out.len());
-        let answers = self.inner.backend.send(out.clone()).instrument(batch).await;
-        for ((slot, answer), record) in slots.into_iter().zip(answers).zip(out) {
+        let answers = self.inner.backend.send(out).instrument(batch).await;
+        for ((slot, topic), answer) in slots.into_iter().zip(answers) {
             let (domain, _, event) = &events[slot];
             self.inner
                 .metrics
@@ -250,7 +251,7 @@ impl EventBus {
             }
             results[slot] = Some(answer.map(|(partition, offset)| Delivered {
                 event_id: event.id,
-                topic: record.topic,
+                topic,
                 partition,
                 offset,
             }));
