@@ -2,6 +2,7 @@
 //! letters, de-duplication, commit tracking) is written once against these traits; the
 //! memory and Kafka backends only move records and keep group offsets.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -49,7 +50,8 @@ pub struct OutRecord {
     pub partition: i32,
     pub key: Bytes,
     pub value: Bytes,
-    pub headers: Vec<(String, Bytes)>,
+    /// Names are `Cow` so the bus's constant header names are not allocated per event.
+    pub headers: Vec<(Cow<'static, str>, Bytes)>,
 }
 
 /// How to create a missing topic.

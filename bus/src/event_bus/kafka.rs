@@ -269,7 +269,7 @@ impl Subscription for KafkaSubscription {
                     headers: r
                         .headers
                         .into_iter()
-                        .map(|h| (h.key, h.value.unwrap_or_default()))
+                        .map(|h| (h.key.into(), h.value.unwrap_or_default()))
                         .collect(),
                 })
                 .collect())
