@@ -36,12 +36,9 @@ pub enum BusError {
     Closed,
 }
 
-/// A partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
+/// A partition of a topic: the consumer group's own type, so the Kafka backend hands
+/// partitions between the group and the runtime as they are.
+pub type PartitionId = crate::group::TopicPartition;
 
 /// A record to write to an explicit partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
