@@ -274,11 +274,13 @@ impl EventBus {
         })?;
         let topic = self.inner.config.event_topic(domain);
         let partitions = self.ensure(&topic).await?;
-        let partition = partitioner::bus_partition(domain, root, partitions)?;
+        // Exactly `bus_partition(domain, root, partitions)`, without building the key twice.
+        let key = partitioner::bus_key(domain, root)?;
+        let partition = partitioner::partition_for_key(&key, partitions)?;
         Ok(OutRecord {
             topic: topic.into(),
             partition,
-            key: Bytes::from(partitioner::bus_key(domain, root)?),
+            key: Bytes::from(key),
             value: event.payload.clone(),
             headers: event.headers(domain, root),
         })
