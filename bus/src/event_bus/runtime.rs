@@ -124,35 +124,39 @@ impl GroupRuntime {
         })
     }
 
-    /// Hands `record` to its partition's worker, starting one when needed. Never waits:
-    /// when that worker's queue is full the record is parked, and the partition to pause
-    /// is answered (back-pressure on that partition only).
-    fn dispatch(self: &Arc<Self>, record: InRecord) -> Option<PartitionId> {
-        let id = PartitionId {
-            topic: record.topic.clone(),
-            partition: record.partition,
-        };
+    /// Hands each of one poll's records to its partition's worker, starting one when
+    /// needed. Never waits: when a worker's queue is full the record is parked, and its
+    /// partition is answered, to pause (back-pressure on that partition only).
+    fn dispatch(self: &Arc<Self>, records: Vec<InRecord>) -> Vec<PartitionId> {
+        let mut full = Vec::new();
+        if records.is_empty() {
+            return full;
+        }
         // Lock order: parked, then workers.
         let mut parked = lock(&self.parked);
-        if let Some(q) = parked.get_mut(&id) {
-            // Behind records already parked: order within the partition is kept.
-            q.push_back(record);
-            return None;
-        }
         let mut workers = lock(&self.workers);
-        let w = workers
-            .entry(id.clone())
-            .or_insert_with(|| self.clone().spawn_worker(id.clone()));
-        match w.tx.try_send(record) {
-            Ok(()) => None,
-            Err(TrySendError::Full(record)) => {
-                parked.insert(id.clone(), VecDeque::from([record]));
-                Some(id)
+        for record in records {
+            let id = PartitionId::new(record.topic.clone(), record.partition);
+            if let Some(q) = parked.get_mut(&id) {
+                // Behind records already parked: order within the partition is kept.
+                q.push_back(record);
+                continue;
             }
-            // The partition was revoked meanwhile: the record belongs to its next owner,
-            // which reads it from the committed offset.
-            Err(TrySendError::Closed(_)) => None,
+            let w = workers
+                .entry(id.clone())
+                .or_insert_with(|| self.clone().spawn_worker());
+            match w.tx.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(record)) => {
+                    parked.insert(id.clone(), VecDeque::from([record]));
+                    full.push(id);
+                }
+                // The partition was revoked meanwhile: the record belongs to its next owner,
+                // which reads it from the committed offset.
+                Err(TrySendError::Closed(_)) => {}
+            }
         }
+        full
     }
 
     /// Queues parked records that now fit; answers the partitions whose parked records are
@@ -184,7 +188,7 @@ impl GroupRuntime {
         ready
     }
 
-    fn spawn_worker(self: Arc<Self>, id: PartitionId) -> Worker {
+    fn spawn_worker(self: Arc<Self>) -> Worker {
         let (tx, mut rx) = mpsc::channel::<InRecord>(self.settings.queue);
         let progress = Arc::new(Progress {
             done: AtomicI64::new(-1),
@@ -204,7 +208,6 @@ impl GroupRuntime {
                     Outcome::Abandoned => break,
                 }
             }
-            let _ = &id;
         });
         Worker {
             tx,
@@ -468,12 +471,10 @@ impl GroupRuntime {
             match sub.poll().await {
                 Ok(records) => {
                     failures = 0;
-                    for r in records {
-                        if let Some(id) = self.dispatch(r) {
-                            tracing::debug!(topic = %id.topic, partition = id.partition,
-                                "worker queue full; partition paused");
-                            sub.pause(&id);
-                        }
+                    for id in self.dispatch(records) {
+                        tracing::debug!(topic = %id.topic, partition = id.partition,
+                            "worker queue full; partition paused");
+                        sub.pause(&id);
                     }
                 }
                 Err(BusError::Closed) => break,
