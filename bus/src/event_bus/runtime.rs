@@ -43,6 +43,7 @@ use super::dlq;
 use super::envelope::{InRecord, ReceivedEvent};
 use super::handler::{BoxFuture, Handler, HandlerError, RetryPolicy};
 use super::metrics;
+use crate::backoff::Retry;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -227,9 +228,7 @@ impl GroupRuntime {
         let event = match ReceivedEvent::from_record(&record) {
             Ok(e) => e,
             Err(e) => {
-                return self
-                    .dead_letter(&record, &e.to_string(), 0, stop, rng)
-                    .await;
+                return self.dead_letter(&record, &e.to_string(), 0, stop).await;
             }
         };
         let id = event.event.id;
@@ -303,7 +302,7 @@ impl GroupRuntime {
             Ok(outcome) => outcome,
             Err((error, attempts)) => {
                 let outcome = self
-                    .dead_letter(&record, &error, attempts, stop, rng)
+                    .dead_letter(&record, &error, attempts, stop)
                     .instrument(span)
                     .await;
                 if let (Outcome::Done, Some(store)) = (&outcome, dedup) {
@@ -325,7 +324,6 @@ impl GroupRuntime {
         error: &str,
         attempts: u32,
         stop: &mut watch::Receiver<bool>,
-        rng: &mut SplitMix64,
     ) -> Outcome {
         let group = self.settings.group.as_str();
         let out = dlq::dead_letter(
@@ -336,7 +334,7 @@ impl GroupRuntime {
             error,
             attempts,
         );
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(self.settings.policy.backoff);
         loop {
             if *stop.borrow() {
                 return Outcome::Abandoned;
@@ -354,9 +352,7 @@ impl GroupRuntime {
                 Some(Err(e)) => tracing::error!(error = %e, "dead letter not written, retrying"),
                 None => tracing::error!("dead letter not answered, retrying"),
             }
-            attempt += 1;
-            let delay = self.settings.policy.backoff.delay(attempt, rng.next_u64());
-            if sleep_unless_stopped(delay, stop).await {
+            if sleep_unless_stopped(retry.next_delay(), stop).await {
                 return Outcome::Abandoned;
             }
         }
@@ -462,15 +458,14 @@ impl GroupRuntime {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), BusError> {
         let mut last_commit = Instant::now();
-        let mut failures = 0u32;
-        let mut rng = SplitMix64::from_entropy();
+        let mut poll_retry = Retry::new(self.settings.policy.backoff);
         while !*stop.borrow_and_update() {
             for id in self.unpark() {
                 sub.resume(&id);
             }
             match sub.poll().await {
                 Ok(records) => {
-                    failures = 0;
+                    poll_retry.reset();
                     for id in self.dispatch(records) {
                         tracing::debug!(topic = %id.topic, partition = id.partition,
                             "worker queue full; partition paused");
@@ -479,11 +474,9 @@ impl GroupRuntime {
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(group = %self.settings.group, error = %e, "poll failed");
-                    let delay = self.settings.policy.backoff.delay(failures, rng.next_u64());
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(poll_retry.next_delay()) => {}
                         _ = stop.changed() => {}
                     }
                 }
