@@ -250,9 +250,9 @@ impl GroupRuntime {
             }
             let first = Instant::now();
             let mut attempt = 1u32;
+            let mut ev = event;
             loop {
                 attempt_span.record("attempt", attempt);
-                let mut ev = event.clone();
                 ev.attempt = attempt;
                 let started = Instant::now();
                 let result = AssertUnwindSafe(self.handler.handle(ev))
@@ -287,6 +287,10 @@ impl GroupRuntime {
                             tracing::debug!(attempt, "stopped between retries; redelivered later");
                             return Ok(Outcome::Abandoned);
                         }
+                        // The handler took the event: a retry reads it from the record again
+                        // (which cannot fail now, as it did not the first time).
+                        ev = ReceivedEvent::from_record(&record)
+                            .map_err(|e| (e.to_string(), attempt))?;
                         attempt += 1;
                     }
                     None => {
