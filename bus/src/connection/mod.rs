@@ -23,7 +23,7 @@ pub use dial::{BoxTransport, Dial, DialFuture, Dialer, Transport};
 pub use state::{ConnectionState, Event};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, oneshot};
 
 use crate::error::{ConnectionFailure, RequestError};
-use crate::security::{SecurityError, sasl, tls};
+use crate::security::{SecurityError, TlsConfig, sasl, tls};
 
 /// How a request ended, as the tasks tell the waiting caller.
 enum Outcome {
@@ -162,8 +162,11 @@ impl Connection {
                 source: Arc::new(e),
             })?;
         if config.security.protocol.uses_tls() {
-            let tls_config = config.security.tls.clone().unwrap_or_default();
-            let handshake = tls::connect(stream, addr, &tls_config);
+            /// The settings of TLS without an `ssl` table, one for the process: the system CA
+            /// bundle is then read and parsed once, not on every dial.
+            static DEFAULT_TLS: LazyLock<TlsConfig> = LazyLock::new(TlsConfig::default);
+            let tls_config = config.security.tls.as_ref().unwrap_or(&DEFAULT_TLS);
+            let handshake = tls::connect(stream, addr, tls_config);
             stream = tokio::time::timeout(config.connect_timeout, handshake)
                 .await
                 .map_err(|_| RequestError::Timeout(config.connect_timeout))?
