@@ -69,6 +69,14 @@ struct Progress {
     committed: AtomicI64,
 }
 
+impl Progress {
+    /// The `done` mark, when it is beyond what was committed.
+    fn uncommitted(&self) -> Option<i64> {
+        let done = self.done.load(Ordering::Acquire);
+        (done > self.committed.load(Ordering::Acquire)).then_some(done)
+    }
+}
+
 struct Worker {
     tx: mpsc::Sender<InRecord>,
     progress: Arc<Progress>,
@@ -366,13 +374,12 @@ impl GroupRuntime {
     fn pending(&self) -> Vec<(PartitionId, i64)> {
         lock(&self.workers)
             .iter()
-            .filter_map(|(id, w)| {
-                let done = w.progress.done.load(Ordering::Acquire);
-                (done > w.progress.committed.load(Ordering::Acquire)).then(|| (id.clone(), done))
-            })
+            .filter_map(|(id, w)| Some((id.clone(), w.progress.uncommitted()?)))
             .collect()
     }
 
+    /// Records `offsets` as committed: on their workers (none once they are stopped) and in
+    /// the stats.
     fn mark_committed(&self, offsets: &[(PartitionId, i64)]) {
         let workers = lock(&self.workers);
         for (id, off) in offsets {
@@ -418,8 +425,7 @@ impl GroupRuntime {
         let mut out = Vec::new();
         for (id, progress, task) in removed {
             let _ = task.await;
-            let done = progress.done.load(Ordering::Acquire);
-            if done > progress.committed.load(Ordering::Acquire) {
+            if let Some(done) = progress.uncommitted() {
                 out.push((id, done));
             }
         }
@@ -494,10 +500,7 @@ impl GroupRuntime {
         let offsets = self.stop_workers(None).await;
         let closed = sub.close(offsets.clone()).await;
         if closed.is_ok() {
-            let mut stats = lock(&self.stats.committed);
-            for (id, off) in offsets {
-                stats.insert(id, off);
-            }
+            self.mark_committed(&offsets);
         }
         closed
     }
