@@ -98,6 +98,14 @@ struct Wakers {
     timer: Notify,
 }
 
+/// Fails the connection from outside its tasks (a close, a drop, a failed re-authentication)
+/// and wakes the writer and the timer so they see it and end.
+fn fail_and_wake(shared: &Mutex<Shared>, wakers: &Wakers, cause: ConnectionFailure) {
+    lock(shared).fail(cause);
+    wakers.writer.notify_one();
+    wakers.timer.notify_one();
+}
+
 /// A connection to one broker, cheap to clone and share between tasks.
 #[derive(Clone)]
 pub struct Connection {
@@ -125,9 +133,7 @@ struct CloseOnDrop {
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        lock(&self.shared).fail(ConnectionFailure::Dropped);
-        self.wakers.writer.notify_one();
-        self.wakers.timer.notify_one();
+        fail_and_wake(&self.shared, &self.wakers, ConnectionFailure::Dropped);
     }
 }
 
@@ -499,9 +505,7 @@ impl Connection {
     /// Fails the connection on purpose (a client closing it, or giving up on it); every
     /// request in flight fails with [`ConnectionFailure::Dropped`].
     pub fn close(&self) {
-        lock(&self.shared).fail(ConnectionFailure::Dropped);
-        self.wakers.writer.notify_one();
-        self.wakers.timer.notify_one();
+        fail_and_wake(&self.shared, &self.wakers, ConnectionFailure::Dropped);
     }
 }
 
@@ -573,9 +577,7 @@ async fn reauthenticate(conn: WeakConnection, mut lifetime: Duration) {
             Ok(Some(next)) => lifetime = next,
             Ok(None) => return,
             Err(e) => {
-                lock(&c.shared).fail(ConnectionFailure::Reauthentication(e));
-                c.wakers.writer.notify_one();
-                c.wakers.timer.notify_one();
+                fail_and_wake(&c.shared, &c.wakers, ConnectionFailure::Reauthentication(e));
                 return;
             }
         }
