@@ -67,7 +67,7 @@ async fn read_kafka_topic(addr: String, topic: String) -> Vec<InRecord> {
                 headers: r
                     .headers
                     .iter()
-                    .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()))
+                    .map(|h| (h.key.clone().into(), h.value.clone().unwrap_or_default()))
                     .collect(),
             });
         }

@@ -23,7 +23,7 @@ pub use dial::{BoxTransport, Dial, DialFuture, Dialer, Transport};
 pub use state::{ConnectionState, Event};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, oneshot};
 
 use crate::error::{ConnectionFailure, RequestError};
-use crate::security::{SecurityError, sasl, tls};
+use crate::security::{SecurityError, TlsConfig, sasl, tls};
 
 /// How a request ended, as the tasks tell the waiting caller.
 enum Outcome {
@@ -98,6 +98,14 @@ struct Wakers {
     timer: Notify,
 }
 
+/// Fails the connection from outside its tasks (a close, a drop, a failed re-authentication)
+/// and wakes the writer and the timer so they see it and end.
+fn fail_and_wake(shared: &Mutex<Shared>, wakers: &Wakers, cause: ConnectionFailure) {
+    lock(shared).fail(cause);
+    wakers.writer.notify_one();
+    wakers.timer.notify_one();
+}
+
 /// A connection to one broker, cheap to clone and share between tasks.
 #[derive(Clone)]
 pub struct Connection {
@@ -125,9 +133,7 @@ struct CloseOnDrop {
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        lock(&self.shared).fail(ConnectionFailure::Dropped);
-        self.wakers.writer.notify_one();
-        self.wakers.timer.notify_one();
+        fail_and_wake(&self.shared, &self.wakers, ConnectionFailure::Dropped);
     }
 }
 
@@ -162,8 +168,11 @@ impl Connection {
                 source: Arc::new(e),
             })?;
         if config.security.protocol.uses_tls() {
-            let tls_config = config.security.tls.clone().unwrap_or_default();
-            let handshake = tls::connect(stream, addr, &tls_config);
+            /// The settings of TLS without an `ssl` table, one for the process: the system CA
+            /// bundle is then read and parsed once, not on every dial.
+            static DEFAULT_TLS: LazyLock<TlsConfig> = LazyLock::new(TlsConfig::default);
+            let tls_config = config.security.tls.as_ref().unwrap_or(&DEFAULT_TLS);
+            let handshake = tls::connect(stream, addr, tls_config);
             stream = tokio::time::timeout(config.connect_timeout, handshake)
                 .await
                 .map_err(|_| RequestError::Timeout(config.connect_timeout))?
@@ -496,9 +505,7 @@ impl Connection {
     /// Fails the connection on purpose (a client closing it, or giving up on it); every
     /// request in flight fails with [`ConnectionFailure::Dropped`].
     pub fn close(&self) {
-        lock(&self.shared).fail(ConnectionFailure::Dropped);
-        self.wakers.writer.notify_one();
-        self.wakers.timer.notify_one();
+        fail_and_wake(&self.shared, &self.wakers, ConnectionFailure::Dropped);
     }
 }
 
@@ -570,9 +577,7 @@ async fn reauthenticate(conn: WeakConnection, mut lifetime: Duration) {
             Ok(Some(next)) => lifetime = next,
             Ok(None) => return,
             Err(e) => {
-                lock(&c.shared).fail(ConnectionFailure::Reauthentication(e));
-                c.wakers.writer.notify_one();
-                c.wakers.timer.notify_one();
+                fail_and_wake(&c.shared, &c.wakers, ConnectionFailure::Reauthentication(e));
                 return;
             }
         }

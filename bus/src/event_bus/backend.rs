@@ -2,6 +2,7 @@
 //! letters, de-duplication, commit tracking) is written once against these traits; the
 //! memory and Kafka backends only move records and keep group offsets.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,12 +36,9 @@ pub enum BusError {
     Closed,
 }
 
-/// A partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId {
-    pub topic: Arc<str>,
-    pub partition: i32,
-}
+/// A partition of a topic: the consumer group's own type, so the Kafka backend hands
+/// partitions between the group and the runtime as they are.
+pub type PartitionId = crate::group::TopicPartition;
 
 /// A record to write to an explicit partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +47,8 @@ pub struct OutRecord {
     pub partition: i32,
     pub key: Bytes,
     pub value: Bytes,
-    pub headers: Vec<(String, Bytes)>,
+    /// Names are `Cow` so the bus's constant header names are not allocated per event.
+    pub headers: Vec<(Cow<'static, str>, Bytes)>,
 }
 
 /// How to create a missing topic.

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use kafka_proto::compression::Compression;
+
 use crate::backoff::Backoff;
 use crate::consumer::{AutoOffsetReset, ConsumerConfig};
 use crate::group::GroupConfig;
@@ -155,6 +157,23 @@ pub struct ProducerSection {
     pub idempotence: bool,
     /// Default 120 000 ms: how long `publish` may take before it fails.
     pub delivery_timeout_ms: u64,
+}
+
+impl ProducerSection {
+    /// `acks` as the producer reads it; `None` for a value it does not accept.
+    fn parsed_acks(&self) -> Option<Acks> {
+        match self.acks.as_str() {
+            "all" | "-1" => Some(Acks::All),
+            "1" => Some(Acks::Leader),
+            "0" => Some(Acks::None),
+            _ => None,
+        }
+    }
+
+    /// `compression` as the producer's codec; `None` for an unknown name.
+    fn codec(&self) -> Option<Compression> {
+        Compression::from_name(&self.compression)
+    }
 }
 
 impl Default for ProducerSection {
@@ -428,13 +447,13 @@ impl BusConfig {
         if k.consumer_group.is_empty() {
             return bad("bus.kafka.consumer_group", "must not be empty".into());
         }
-        if !matches!(k.producer.acks.as_str(), "all" | "-1" | "1" | "0") {
+        let Some(acks) = k.producer.parsed_acks() else {
             return bad(
                 "bus.kafka.producer.acks",
                 format!("{:?}, expected \"all\", \"1\" or \"0\"", k.producer.acks),
             );
-        }
-        if kafka_proto::compression::Compression::from_name(&k.producer.compression).is_none() {
+        };
+        if k.producer.codec().is_none() {
             return bad(
                 "bus.kafka.producer.compression",
                 format!(
@@ -443,7 +462,7 @@ impl BusConfig {
                 ),
             );
         }
-        if k.producer.idempotence && k.producer.acks != "all" && k.producer.acks != "-1" {
+        if k.producer.idempotence && acks != Acks::All {
             return bad(
                 "bus.kafka.producer.acks",
                 "idempotence needs acks = \"all\"".into(),
@@ -573,19 +592,12 @@ impl BusConfig {
     /// The Kafka backend's producer.
     pub(crate) fn producer_config(&self) -> ProducerConfig {
         let p = &self.kafka.producer;
-        let acks = match p.acks.as_str() {
-            "0" => Acks::None,
-            "1" => Acks::Leader,
-            _ => Acks::All,
-        };
-        let compression = kafka_proto::compression::Compression::from_name(&p.compression)
-            .unwrap_or(kafka_proto::compression::Compression::None);
         ProducerConfig::default()
-            .acks(acks)
+            .acks(p.parsed_acks().unwrap_or(Acks::All))
             .idempotence(p.idempotence)
             .linger(Duration::from_millis(p.linger_ms))
             .delivery_timeout(Duration::from_millis(p.delivery_timeout_ms))
-            .compression(compression)
+            .compression(p.codec().unwrap_or(Compression::None))
     }
 
     /// The Kafka backend's fetch settings for a handler group.

@@ -29,20 +29,20 @@ pub(crate) fn dead_letter(
     let mut headers = record.headers.clone();
     headers.extend([
         (
-            H_ORIGINAL_TOPIC.to_owned(),
+            H_ORIGINAL_TOPIC.into(),
             Bytes::from(record.topic.to_string()),
         ),
         (
-            H_ORIGINAL_PARTITION.to_owned(),
+            H_ORIGINAL_PARTITION.into(),
             Bytes::from(record.partition.to_string()),
         ),
         (
-            H_ORIGINAL_OFFSET.to_owned(),
+            H_ORIGINAL_OFFSET.into(),
             Bytes::from(record.offset.to_string()),
         ),
-        (H_ERROR.to_owned(), Bytes::from(error.to_owned())),
-        (H_ATTEMPTS.to_owned(), Bytes::from(attempts.to_string())),
-        (H_HANDLER_GROUP.to_owned(), Bytes::from(group.to_owned())),
+        (H_ERROR.into(), Bytes::from(error.to_owned())),
+        (H_ATTEMPTS.into(), Bytes::from(attempts.to_string())),
+        (H_HANDLER_GROUP.into(), Bytes::from(group.to_owned())),
     ]);
     OutRecord {
         topic,

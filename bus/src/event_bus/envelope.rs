@@ -2,6 +2,7 @@
 //! decoding the payload (id, type, timestamp, content type), so routing, de-duplication,
 //! tracing and dead-lettering work for any payload format.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,7 +99,7 @@ impl Event {
         })
     }
 
-    pub(crate) fn headers(&self, domain: &str, root: &str) -> Vec<(String, Bytes)> {
+    pub(crate) fn headers(&self, domain: &str, root: &str) -> Vec<(Cow<'static, str>, Bytes)> {
         vec![
             (H_EVENT_ID.into(), Bytes::from(self.id.to_string())),
             (H_EVENT_TYPE.into(), Bytes::from(self.event_type.clone())),
@@ -124,7 +125,7 @@ pub struct InRecord {
     pub offset: i64,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(Cow<'static, str>, Bytes)>,
 }
 
 impl InRecord {

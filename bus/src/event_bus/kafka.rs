@@ -170,16 +170,6 @@ struct Listener {
     committed: Committed,
 }
 
-fn ids(partitions: &[TopicPartition]) -> Vec<PartitionId> {
-    partitions
-        .iter()
-        .map(|tp| PartitionId {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-        })
-        .collect()
-}
-
 fn tpos(offsets: &[(PartitionId, i64)]) -> Vec<TopicPartitionOffset> {
     offsets
         .iter()
@@ -190,8 +180,8 @@ fn tpos(offsets: &[(PartitionId, i64)]) -> Vec<TopicPartitionOffset> {
 impl Listener {
     fn forget(&self, partitions: &[TopicPartition]) {
         let mut committed = lock(&self.committed);
-        for p in ids(partitions) {
-            committed.remove(&p);
+        for p in partitions {
+            committed.remove(p);
         }
     }
 }
@@ -199,17 +189,17 @@ impl Listener {
 impl RebalanceListener for Listener {
     async fn on_assigned(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
         let mut committed = lock(&self.committed);
-        for (tp, id) in partitions.iter().zip(ids(partitions)) {
+        for tp in partitions {
             // Right after assignment the position is the committed offset, when there is one.
             match ctx.position(tp) {
-                Some(o) => committed.insert(id, o),
-                None => committed.remove(&id),
+                Some(o) => committed.insert(tp.clone(), o),
+                None => committed.remove(tp),
             };
         }
     }
 
     async fn on_revoked(&mut self, ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
-        let done = self.hook.revoked(ids(partitions)).await;
+        let done = self.hook.revoked(partitions.to_vec()).await;
         if !done.is_empty()
             && let Err(e) = ctx.commit_offsets(&tpos(&done)).await
         {
@@ -220,7 +210,7 @@ impl RebalanceListener for Listener {
 
     async fn on_lost(&mut self, _ctx: &mut RebalanceContext<'_>, partitions: &[TopicPartition]) {
         // Another member may own them already: stop, and commit nothing.
-        let _ = self.hook.revoked(ids(partitions)).await;
+        let _ = self.hook.revoked(partitions.to_vec()).await;
         self.forget(partitions);
     }
 }
@@ -251,10 +241,7 @@ impl Subscription for KafkaSubscription {
                 let mut committed = lock(&self.committed);
                 for r in &records {
                     committed
-                        .entry(PartitionId {
-                            topic: r.topic.clone(),
-                            partition: r.partition,
-                        })
+                        .entry(PartitionId::new(r.topic.clone(), r.partition))
                         .or_insert(r.offset);
                 }
             }
@@ -269,7 +256,7 @@ impl Subscription for KafkaSubscription {
                     headers: r
                         .headers
                         .into_iter()
-                        .map(|h| (h.key, h.value.unwrap_or_default()))
+                        .map(|h| (h.key.into(), h.value.unwrap_or_default()))
                         .collect(),
                 })
                 .collect())
@@ -277,16 +264,14 @@ impl Subscription for KafkaSubscription {
     }
 
     fn pause(&mut self, partition: &PartitionId) {
-        let tp = TopicPartition::new(partition.topic.clone(), partition.partition);
-        if let Err(e) = self.consumer.pause(&tp) {
+        if let Err(e) = self.consumer.pause(partition) {
             // Not assigned any more: nothing to pause.
             tracing::debug!(error = %e, "pause");
         }
     }
 
     fn resume(&mut self, partition: &PartitionId) {
-        let tp = TopicPartition::new(partition.topic.clone(), partition.partition);
-        if let Err(e) = self.consumer.resume(&tp) {
+        if let Err(e) = self.consumer.resume(partition) {
             tracing::debug!(error = %e, "resume");
         }
     }
@@ -308,13 +293,9 @@ impl Subscription for KafkaSubscription {
                 .assignment()
                 .into_iter()
                 .filter_map(|tp| {
-                    let id = PartitionId {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                    };
                     let hw = self.consumer.high_watermark(&tp)?;
-                    let lag = (hw - committed.get(&id)?).max(0);
-                    Some((id, lag))
+                    let lag = (hw - committed.get(&tp)?).max(0);
+                    Some((tp, lag))
                 })
                 .collect()
         })

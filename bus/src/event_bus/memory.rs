@@ -48,11 +48,21 @@ struct Group {
     owners: HashMap<PartitionId, u64>,
 }
 
+/// Each topic's shared name and its partitions' logs.
+type Topics = HashMap<String, (Arc<str>, Vec<Vec<InRecord>>)>;
+
 #[derive(Default)]
 struct State {
-    topics: HashMap<String, (Arc<str>, Vec<Vec<InRecord>>)>,
+    topics: Topics,
     groups: HashMap<String, Group>,
     next_member: u64,
+}
+
+/// The offset the next record of `p` will get (0 for an unknown topic).
+fn log_end(topics: &Topics, p: &PartitionId) -> i64 {
+    topics
+        .get(&*p.topic)
+        .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64)
 }
 
 struct Inner {
@@ -332,10 +342,7 @@ impl MemorySubscription {
             let start = match g.committed.get(p) {
                 Some(&c) => c,
                 None if earliest => 0,
-                None => st
-                    .topics
-                    .get(&*p.topic)
-                    .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64),
+                None => log_end(&st.topics, p),
             };
             taken.push((p.clone(), start));
             false
@@ -447,10 +454,7 @@ impl Subscription for MemorySubscription {
             self.positions
                 .keys()
                 .map(|p| {
-                    let end = st
-                        .topics
-                        .get(&*p.topic)
-                        .map_or(0, |(_, ps)| ps[p.partition as usize].len() as i64);
+                    let end = log_end(&st.topics, p);
                     let committed = g
                         .and_then(|g| g.committed.get(p))
                         .or_else(|| self.starts.get(p))

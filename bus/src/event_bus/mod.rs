@@ -93,6 +93,7 @@ struct Inner {
     partitions: Mutex<HashMap<String, i32>>,
     /// Shared by every subscriber of this bus (see the module docs).
     dedup: Mutex<Arc<dyn DedupStore>>,
+    metrics: metrics::PublishMetrics,
 }
 
 /// The source name of a configuration handed to [`EventBus::connect`] in code.
@@ -132,6 +133,7 @@ impl EventBus {
                 config,
                 partitions: Mutex::new(HashMap::new()),
                 dedup: Mutex::new(dedup),
+                metrics: metrics::PublishMetrics::default(),
             }),
         })
     }
@@ -204,6 +206,7 @@ impl EventBus {
         let started = Instant::now();
         let mut results: Vec<Option<Result<Delivered, BusError>>> = Vec::new();
         let mut out = Vec::new();
+        // Per record sent: its event's index and its topic (the records move into `send`).
         let mut slots = Vec::new();
         // One span per event, from placement until its answer: the event id is how a trace is
         // joined to the handler spans of every group that later sees the event.
@@ -220,8 +223,8 @@ impl EventBus {
             {
                 Ok(r) => {
                     span.record("topic", &*r.topic);
+                    slots.push((i, r.topic.clone()));
                     out.push(r);
-                    slots.push(i);
                 }
                 Err(e) => {
                     span.in_scope(|| tracing::debug!(error = %e, "not published"));
@@ -231,10 +234,12 @@ impl EventBus {
             spans.push(span);
         }
         let batch = tracing::info_span!("bus.publish_batch", events = out.len());
-        let answers = self.inner.backend.send(out.clone()).instrument(batch).await;
-        for ((slot, answer), record) in slots.into_iter().zip(answers).zip(out) {
+        let answers = self.inner.backend.send(out).instrument(batch).await;
+        for ((slot, topic), answer) in slots.into_iter().zip(answers) {
             let (domain, _, event) = &events[slot];
-            metrics::published(domain, answer.is_ok(), started.elapsed());
+            self.inner
+                .metrics
+                .published(domain, answer.is_ok(), started.elapsed());
             let span = &spans[slot];
             match &answer {
                 Ok((partition, offset)) => {
@@ -246,7 +251,7 @@ impl EventBus {
             }
             results[slot] = Some(answer.map(|(partition, offset)| Delivered {
                 event_id: event.id,
-                topic: record.topic,
+                topic,
                 partition,
                 offset,
             }));
@@ -269,11 +274,13 @@ impl EventBus {
         })?;
         let topic = self.inner.config.event_topic(domain);
         let partitions = self.ensure(&topic).await?;
-        let partition = partitioner::bus_partition(domain, root, partitions)?;
+        // Exactly `bus_partition(domain, root, partitions)`, without building the key twice.
+        let key = partitioner::bus_key(domain, root)?;
+        let partition = partitioner::partition_for_key(&key, partitions)?;
         Ok(OutRecord {
             topic: topic.into(),
             partition,
-            key: Bytes::from(partitioner::bus_key(domain, root)?),
+            key: Bytes::from(key),
             value: event.payload.clone(),
             headers: event.headers(domain, root),
         })

@@ -43,6 +43,7 @@ use super::dlq;
 use super::envelope::{InRecord, ReceivedEvent};
 use super::handler::{BoxFuture, Handler, HandlerError, RetryPolicy};
 use super::metrics;
+use crate::backoff::Retry;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -66,6 +67,14 @@ struct Progress {
     /// Next offset after the contiguous completed prefix; -1 before the first record.
     done: AtomicI64,
     committed: AtomicI64,
+}
+
+impl Progress {
+    /// The `done` mark, when it is beyond what was committed.
+    fn uncommitted(&self) -> Option<i64> {
+        let done = self.done.load(Ordering::Acquire);
+        (done > self.committed.load(Ordering::Acquire)).then_some(done)
+    }
 }
 
 struct Worker {
@@ -97,6 +106,7 @@ pub(crate) struct GroupRuntime {
     /// is paused while it has an entry here. Bounded by one poll's records.
     parked: Mutex<HashMap<PartitionId, VecDeque<InRecord>>>,
     pub(crate) stats: Arc<SubscriberStats>,
+    metrics: metrics::GroupMetrics,
 }
 
 enum Outcome {
@@ -113,6 +123,7 @@ impl GroupRuntime {
         backend: Arc<dyn Backend>,
     ) -> Arc<Self> {
         Arc::new(GroupRuntime {
+            metrics: metrics::GroupMetrics::new(&settings.group),
             settings,
             handler,
             backend,
@@ -122,35 +133,39 @@ impl GroupRuntime {
         })
     }
 
-    /// Hands `record` to its partition's worker, starting one when needed. Never waits:
-    /// when that worker's queue is full the record is parked, and the partition to pause
-    /// is answered (back-pressure on that partition only).
-    fn dispatch(self: &Arc<Self>, record: InRecord) -> Option<PartitionId> {
-        let id = PartitionId {
-            topic: record.topic.clone(),
-            partition: record.partition,
-        };
+    /// Hands each of one poll's records to its partition's worker, starting one when
+    /// needed. Never waits: when a worker's queue is full the record is parked, and its
+    /// partition is answered, to pause (back-pressure on that partition only).
+    fn dispatch(self: &Arc<Self>, records: Vec<InRecord>) -> Vec<PartitionId> {
+        let mut full = Vec::new();
+        if records.is_empty() {
+            return full;
+        }
         // Lock order: parked, then workers.
         let mut parked = lock(&self.parked);
-        if let Some(q) = parked.get_mut(&id) {
-            // Behind records already parked: order within the partition is kept.
-            q.push_back(record);
-            return None;
-        }
         let mut workers = lock(&self.workers);
-        let w = workers
-            .entry(id.clone())
-            .or_insert_with(|| self.clone().spawn_worker(id.clone()));
-        match w.tx.try_send(record) {
-            Ok(()) => None,
-            Err(TrySendError::Full(record)) => {
-                parked.insert(id.clone(), VecDeque::from([record]));
-                Some(id)
+        for record in records {
+            let id = PartitionId::new(record.topic.clone(), record.partition);
+            if let Some(q) = parked.get_mut(&id) {
+                // Behind records already parked: order within the partition is kept.
+                q.push_back(record);
+                continue;
             }
-            // The partition was revoked meanwhile: the record belongs to its next owner,
-            // which reads it from the committed offset.
-            Err(TrySendError::Closed(_)) => None,
+            let w = workers
+                .entry(id.clone())
+                .or_insert_with(|| self.clone().spawn_worker());
+            match w.tx.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(record)) => {
+                    parked.insert(id.clone(), VecDeque::from([record]));
+                    full.push(id);
+                }
+                // The partition was revoked meanwhile: the record belongs to its next owner,
+                // which reads it from the committed offset.
+                Err(TrySendError::Closed(_)) => {}
+            }
         }
+        full
     }
 
     /// Queues parked records that now fit; answers the partitions whose parked records are
@@ -182,7 +197,7 @@ impl GroupRuntime {
         ready
     }
 
-    fn spawn_worker(self: Arc<Self>, id: PartitionId) -> Worker {
+    fn spawn_worker(self: Arc<Self>) -> Worker {
         let (tx, mut rx) = mpsc::channel::<InRecord>(self.settings.queue);
         let progress = Arc::new(Progress {
             done: AtomicI64::new(-1),
@@ -202,7 +217,6 @@ impl GroupRuntime {
                     Outcome::Abandoned => break,
                 }
             }
-            let _ = &id;
         });
         Worker {
             tx,
@@ -222,9 +236,7 @@ impl GroupRuntime {
         let event = match ReceivedEvent::from_record(&record) {
             Ok(e) => e,
             Err(e) => {
-                return self
-                    .dead_letter(&record, &e.to_string(), 0, stop, rng)
-                    .await;
+                return self.dead_letter(&record, &e.to_string(), 0, stop).await;
             }
         };
         let id = event.event.id;
@@ -240,15 +252,15 @@ impl GroupRuntime {
                 && store.contains(group, id).await
             {
                 self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                metrics::handled(group, "duplicate", None);
+                self.metrics.duplicate();
                 tracing::debug!("duplicate skipped");
                 return Ok(Outcome::Done);
             }
             let first = Instant::now();
             let mut attempt = 1u32;
+            let mut ev = event;
             loop {
                 attempt_span.record("attempt", attempt);
-                let mut ev = event.clone();
                 ev.attempt = attempt;
                 let started = Instant::now();
                 let result = AssertUnwindSafe(self.handler.handle(ev))
@@ -261,7 +273,7 @@ impl GroupRuntime {
                             store.insert(group, id).await;
                         }
                         self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                        metrics::handled(group, "ok", Some(started.elapsed()));
+                        self.metrics.ok(started.elapsed());
                         return Ok(Outcome::Done);
                     }
                     Err(HandlerError::Permanent(m)) => {
@@ -278,11 +290,15 @@ impl GroupRuntime {
                     Some(delay) => {
                         tracing::info!(attempt, error = %error, ?delay, "retrying");
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        metrics::retried(group);
+                        self.metrics.retried();
                         if sleep_unless_stopped(delay, stop).await {
                             tracing::debug!(attempt, "stopped between retries; redelivered later");
                             return Ok(Outcome::Abandoned);
                         }
+                        // The handler took the event: a retry reads it from the record again
+                        // (which cannot fail now, as it did not the first time).
+                        ev = ReceivedEvent::from_record(&record)
+                            .map_err(|e| (e.to_string(), attempt))?;
                         attempt += 1;
                     }
                     None => {
@@ -298,7 +314,7 @@ impl GroupRuntime {
             Ok(outcome) => outcome,
             Err((error, attempts)) => {
                 let outcome = self
-                    .dead_letter(&record, &error, attempts, stop, rng)
+                    .dead_letter(&record, &error, attempts, stop)
                     .instrument(span)
                     .await;
                 if let (Outcome::Done, Some(store)) = (&outcome, dedup) {
@@ -320,7 +336,6 @@ impl GroupRuntime {
         error: &str,
         attempts: u32,
         stop: &mut watch::Receiver<bool>,
-        rng: &mut SplitMix64,
     ) -> Outcome {
         let group = self.settings.group.as_str();
         let out = dlq::dead_letter(
@@ -331,7 +346,7 @@ impl GroupRuntime {
             error,
             attempts,
         );
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(self.settings.policy.backoff);
         loop {
             if *stop.borrow() {
                 return Outcome::Abandoned;
@@ -343,16 +358,13 @@ impl GroupRuntime {
             match r {
                 Some(Ok(_)) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    metrics::dead_lettered(group);
-                    metrics::handled(group, "dead_letter", None);
+                    self.metrics.dead_lettered();
                     return Outcome::Done;
                 }
                 Some(Err(e)) => tracing::error!(error = %e, "dead letter not written, retrying"),
                 None => tracing::error!("dead letter not answered, retrying"),
             }
-            attempt += 1;
-            let delay = self.settings.policy.backoff.delay(attempt, rng.next_u64());
-            if sleep_unless_stopped(delay, stop).await {
+            if sleep_unless_stopped(retry.next_delay(), stop).await {
                 return Outcome::Abandoned;
             }
         }
@@ -362,13 +374,12 @@ impl GroupRuntime {
     fn pending(&self) -> Vec<(PartitionId, i64)> {
         lock(&self.workers)
             .iter()
-            .filter_map(|(id, w)| {
-                let done = w.progress.done.load(Ordering::Acquire);
-                (done > w.progress.committed.load(Ordering::Acquire)).then(|| (id.clone(), done))
-            })
+            .filter_map(|(id, w)| Some((id.clone(), w.progress.uncommitted()?)))
             .collect()
     }
 
+    /// Records `offsets` as committed: on their workers (none once they are stopped) and in
+    /// the stats.
     fn mark_committed(&self, offsets: &[(PartitionId, i64)]) {
         let workers = lock(&self.workers);
         for (id, off) in offsets {
@@ -414,8 +425,7 @@ impl GroupRuntime {
         let mut out = Vec::new();
         for (id, progress, task) in removed {
             let _ = task.await;
-            let done = progress.done.load(Ordering::Acquire);
-            if done > progress.committed.load(Ordering::Acquire) {
+            if let Some(done) = progress.uncommitted() {
                 out.push((id, done));
             }
         }
@@ -458,30 +468,25 @@ impl GroupRuntime {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), BusError> {
         let mut last_commit = Instant::now();
-        let mut failures = 0u32;
-        let mut rng = SplitMix64::from_entropy();
+        let mut poll_retry = Retry::new(self.settings.policy.backoff);
         while !*stop.borrow_and_update() {
             for id in self.unpark() {
                 sub.resume(&id);
             }
             match sub.poll().await {
                 Ok(records) => {
-                    failures = 0;
-                    for r in records {
-                        if let Some(id) = self.dispatch(r) {
-                            tracing::debug!(topic = %id.topic, partition = id.partition,
-                                "worker queue full; partition paused");
-                            sub.pause(&id);
-                        }
+                    poll_retry.reset();
+                    for id in self.dispatch(records) {
+                        tracing::debug!(topic = %id.topic, partition = id.partition,
+                            "worker queue full; partition paused");
+                        sub.pause(&id);
                     }
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(group = %self.settings.group, error = %e, "poll failed");
-                    let delay = self.settings.policy.backoff.delay(failures, rng.next_u64());
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(poll_retry.next_delay()) => {}
                         _ = stop.changed() => {}
                     }
                 }
@@ -495,10 +500,7 @@ impl GroupRuntime {
         let offsets = self.stop_workers(None).await;
         let closed = sub.close(offsets.clone()).await;
         if closed.is_ok() {
-            let mut stats = lock(&self.stats.committed);
-            for (id, off) in offsets {
-                stats.insert(id, off);
-            }
+            self.mark_committed(&offsets);
         }
         closed
     }

@@ -200,6 +200,13 @@ impl fmt::Debug for TlsConfig {
 }
 
 impl TlsConfig {
+    /// Whether these settings are the ones `key` was taken from (compared in place: no
+    /// path is cloned on a connection's cache hit).
+    pub(crate) fn built_from(&self, key: &TlsKey) -> bool {
+        let (ca, cert, k, skip) = key;
+        (ca, cert, k, *skip) == (&self.ca, &self.cert, &self.key, self.insecure_skip_verify)
+    }
+
     pub(crate) fn key(&self) -> TlsKey {
         (
             self.ca.clone(),

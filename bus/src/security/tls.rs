@@ -66,15 +66,14 @@ fn file_error(path: &Path, e: impl std::fmt::Display) -> TlsError {
 
 /// The rustls client configuration for `cfg`, built once and shared by its clones.
 pub fn client_config(cfg: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let key = cfg.key();
     let mut cache = cfg.built.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((k, built)) = cache.as_ref()
-        && *k == key
+        && cfg.built_from(k)
     {
         return Ok(built.clone());
     }
     let built = build(cfg)?;
-    *cache = Some((key, built.clone()));
+    *cache = Some((cfg.key(), built.clone()));
     Ok(built)
 }
 

@@ -6,8 +6,11 @@
 //! with: registering it again as another kind yields a no-op handle (Prometheus rejects one
 //! name with two types, so rendering both would make the whole page unreadable).
 //! Histograms are cumulative buckets with fixed upper bounds plus `_sum` and `_count`.
+//! A series is also indexed by the `metrics::Key` it was first asked for with, so registering
+//! it again (every `counter!` call does) is one hash lookup, without cleaning names or
+//! allocating labels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,8 +40,16 @@ pub struct PrometheusHandle {
 
 struct Registry {
     buckets: Vec<f64>,
-    families: Mutex<BTreeMap<String, Family>>,
+    families: Mutex<Families>,
     help: Mutex<BTreeMap<String, String>>,
+}
+
+#[derive(Default)]
+struct Families {
+    /// By cleaned name, for rendering.
+    by_name: BTreeMap<String, Family>,
+    /// Every series made, by the key it was asked for with.
+    by_key: HashMap<Key, Series>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -64,10 +75,21 @@ struct Family {
     series: BTreeMap<Vec<(String, String)>, Series>,
 }
 
+#[derive(Clone)]
 enum Series {
     Counter(Arc<AtomicCounter>),
     Gauge(Arc<AtomicGauge>),
     Histogram(Arc<Buckets>),
+}
+
+impl Series {
+    fn kind(&self) -> Kind {
+        match self {
+            Series::Counter(_) => Kind::Counter,
+            Series::Gauge(_) => Kind::Gauge,
+            Series::Histogram(_) => Kind::Histogram,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -163,7 +185,7 @@ impl PrometheusRecorder {
         PrometheusRecorder {
             registry: Arc::new(Registry {
                 buckets,
-                families: Mutex::new(BTreeMap::new()),
+                families: Mutex::default(),
                 help: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -181,13 +203,18 @@ impl PrometheusRecorder {
 
     /// The series for `key`, created on first use; `None` when the name has another kind.
     fn series(&self, key: &Key, kind: Kind) -> Option<Series> {
+        let mut families = lock(&self.registry.families);
+        if let Some(series) = families.by_key.get(key)
+            && series.kind() == kind
+        {
+            return Some(series.clone());
+        }
         let name = sanitize_name(key.name());
         let labels: Vec<(String, String)> = key
             .labels()
             .map(|l| (sanitize_label(l.key()), l.value().to_owned()))
             .collect();
-        let mut families = lock(&self.registry.families);
-        let family = families.entry(name).or_insert_with(|| Family {
+        let family = families.by_name.entry(name).or_insert_with(|| Family {
             kind,
             series: BTreeMap::new(),
         });
@@ -212,11 +239,9 @@ impl PrometheusRecorder {
                 }),
             })),
         });
-        Some(match series {
-            Series::Counter(c) => Series::Counter(c.clone()),
-            Series::Gauge(g) => Series::Gauge(g.clone()),
-            Series::Histogram(h) => Series::Histogram(h.clone()),
-        })
+        let series = series.clone();
+        families.by_key.insert(key.clone(), series.clone());
+        Some(series)
     }
 }
 
@@ -256,7 +281,7 @@ impl PrometheusHandle {
         let help = lock(&self.registry.help).clone();
         let families = lock(&self.registry.families);
         let mut out = String::new();
-        for (name, family) in families.iter() {
+        for (name, family) in &families.by_name {
             if let Some(h) = help.get(name) {
                 let _ = writeln!(out, "# HELP {name} {}", escape_help(h));
             }

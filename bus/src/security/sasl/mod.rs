@@ -63,18 +63,24 @@ fn sasl_error(addr: &str, e: SaslError) -> RequestError {
     }
 }
 
+/// A server message of a text mechanism (SCRAM).
+fn utf8(bytes: &[u8]) -> Result<&str, SaslError> {
+    std::str::from_utf8(bytes).map_err(|_| SaslError::Malformed("not UTF-8".into()))
+}
+
 /// Authenticates `conn` with `cfg`. Returns the session lifetime the broker granted, if any.
 pub(crate) async fn authenticate(
     conn: &Connection,
     cfg: &SaslConfig,
 ) -> Result<Option<Duration>, RequestError> {
     let addr = conn.addr();
+    let fail = |e| sasl_error(addr, e);
     let versions = conn.broker_versions();
     let handshake_ok = versions
         .get(ApiKey::SaslHandshake)
         .is_some_and(|r| r.max >= 1);
     if !handshake_ok || versions.get(ApiKey::SaslAuthenticate).is_none() {
-        return Err(sasl_error(addr, SaslError::Unsupported));
+        return Err(fail(SaslError::Unsupported));
     }
     let mut hs = SaslHandshakeRequest::default();
     hs.mechanism = cfg.mechanism.name().to_owned();
@@ -82,22 +88,16 @@ pub(crate) async fn authenticate(
     match ErrorCode::from_code(resp.error_code) {
         ErrorCode::None => {}
         ErrorCode::UnsupportedSaslMechanism => {
-            return Err(sasl_error(
-                addr,
-                SaslError::MechanismNotEnabled {
-                    mechanism: hs.mechanism,
-                    enabled: resp.mechanisms,
-                },
-            ));
+            return Err(fail(SaslError::MechanismNotEnabled {
+                mechanism: hs.mechanism,
+                enabled: resp.mechanisms,
+            }));
         }
         code => {
-            return Err(sasl_error(
-                addr,
-                SaslError::Broker {
-                    code: code.name().to_owned(),
-                    message: String::new(),
-                },
-            ));
+            return Err(fail(SaslError::Broker {
+                code: code.name().to_owned(),
+                message: String::new(),
+            }));
         }
     }
     let auth_version = conn.version_for::<SaslAuthenticateRequest>()?;
@@ -109,21 +109,15 @@ pub(crate) async fn authenticate(
             .await?;
         match ErrorCode::from_code(resp.error_code) {
             ErrorCode::None => Ok((resp.auth_bytes, resp.session_lifetime_ms)),
-            ErrorCode::SaslAuthenticationFailed => Err(sasl_error(
-                addr,
-                SaslError::AuthenticationFailed {
-                    message: resp
-                        .error_message
-                        .unwrap_or_else(|| "SASL_AUTHENTICATION_FAILED".into()),
-                },
-            )),
-            code => Err(sasl_error(
-                addr,
-                SaslError::Broker {
-                    code: code.name().to_owned(),
-                    message: resp.error_message.unwrap_or_default(),
-                },
-            )),
+            ErrorCode::SaslAuthenticationFailed => Err(fail(SaslError::AuthenticationFailed {
+                message: resp
+                    .error_message
+                    .unwrap_or_else(|| "SASL_AUTHENTICATION_FAILED".into()),
+            })),
+            code => Err(fail(SaslError::Broker {
+                code: code.name().to_owned(),
+                message: resp.error_message.unwrap_or_default(),
+            })),
         }
     };
     let lifetime_ms = match cfg.mechanism {
@@ -137,28 +131,21 @@ pub(crate) async fn authenticate(
             } else {
                 ScramHash::Sha512
             };
-            let nonce = scram::random_nonce().map_err(|e| sasl_error(addr, e))?;
+            let nonce = scram::random_nonce().map_err(fail)?;
             let mut client = ScramClient::new(hash, &cfg.username, cfg.password.expose(), nonce);
             let (server_first, _) = step(client.client_first().into_bytes()).await?;
-            let server_first = std::str::from_utf8(&server_first)
-                .map_err(|_| sasl_error(addr, SaslError::Malformed("not UTF-8".into())))?;
-            let client_final = client
-                .client_final(server_first)
-                .map_err(|e| sasl_error(addr, e))?;
+            let client_final = utf8(&server_first)
+                .and_then(|m| client.client_final(m))
+                .map_err(fail)?;
             let (server_final, lifetime) = step(client_final.into_bytes()).await?;
-            let server_final = std::str::from_utf8(&server_final)
-                .map_err(|_| sasl_error(addr, SaslError::Malformed("not UTF-8".into())))?;
-            client
-                .verify_server_final(server_final)
-                .map_err(|e| sasl_error(addr, e))?;
+            utf8(&server_final)
+                .and_then(|m| client.verify_server_final(m))
+                .map_err(fail)?;
             lifetime
         }
         SaslMechanism::OAuthBearer => {
             let token = match &cfg.token_callback {
-                Some(cb) => cb
-                    .token()
-                    .await
-                    .map_err(|e| sasl_error(addr, SaslError::Token(e)))?,
+                Some(cb) => cb.token().await.map_err(|e| fail(SaslError::Token(e)))?,
                 None => cfg.password.clone(),
             };
             let (challenge, lifetime) = step(oauthbearer::initial_response(token.expose())).await?;
@@ -166,10 +153,7 @@ pub(crate) async fn authenticate(
                 // A JSON error: acknowledge it, then report what the broker said.
                 let detail = String::from_utf8_lossy(&challenge).into_owned();
                 let _ = step(oauthbearer::ERROR_ACK.to_vec()).await;
-                return Err(sasl_error(
-                    addr,
-                    SaslError::AuthenticationFailed { message: detail },
-                ));
+                return Err(fail(SaslError::AuthenticationFailed { message: detail }));
             }
             lifetime
         }
