@@ -549,7 +549,6 @@ async fn live_member(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     tokio::task::JoinHandle<bus::GroupConsumer>,
 ) {
-    use bus::consumer::{AutoOffsetReset, ConsumerConfig};
     use bus::{AssignorKind, Client, ClientConfig, ConnectionConfig, GroupConfig, GroupConsumer};
     use std::time::Duration;
 
@@ -564,10 +563,7 @@ async fn live_member(
         .rebalance_timeout(Duration::from_secs(10))
         .assignors([AssignorKind::Range])
         .auto_commit(false);
-    let consumer = ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100));
-    let mut a = GroupConsumer::new(client, config, consumer).unwrap();
+    let mut a = GroupConsumer::new(client, config, integration_tests::consumer_config()).unwrap();
     a.subscribe([topic]).unwrap();
     let mut got = 0;
     while got < records || a.assignment().is_empty() {

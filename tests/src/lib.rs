@@ -191,11 +191,24 @@ pub fn is_tansu(client: &bus::Client) -> bool {
     client.metadata().cluster_id.as_deref() == Some("tansu_cluster")
 }
 
+/// A client of the broker at `addr` with default settings.
+pub async fn client(addr: &str) -> bus::Client {
+    bus::Client::connect(bus::ClientConfig::new([addr]))
+        .await
+        .unwrap()
+}
+
+/// The group tests' consumer settings: from the earliest offset where nothing is committed,
+/// and fetches the broker holds at most 100 ms, so a `poll` soon sees a rebalance.
+pub fn consumer_config() -> bus::consumer::ConsumerConfig {
+    bus::consumer::ConsumerConfig::default()
+        .auto_offset_reset(bus::consumer::AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+}
+
 /// A client for `addr` and a fresh topic of `partitions` partitions (replication 1).
 pub async fn client_with_topic(addr: &str, prefix: &str, partitions: i32) -> (bus::Client, String) {
-    let client = bus::Client::connect(bus::ClientConfig::new([addr]))
-        .await
-        .unwrap();
+    let client = client(addr).await;
     let topic = unique_topic(prefix);
     client
         .admin()

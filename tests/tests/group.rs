@@ -15,13 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::consumer::{AutoOffsetReset, ConsumerConfig, ConsumerRecord};
+use bus::consumer::{AutoOffsetReset, ConsumerRecord};
 use bus::producer::{Producer, ProducerConfig, Record};
 use bus::{
     Client, ClientConfig, Error, GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener,
     TopicPartition,
 };
-use integration_tests::{bootstrap, client_with_topic, is_tansu, unique_topic};
+use integration_tests::{
+    bootstrap, client, client_with_topic, consumer_config, is_tansu, unique_topic,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -31,16 +33,6 @@ fn group_config(group: &str) -> GroupConfig {
         .heartbeat_interval(Duration::from_millis(300))
         .rebalance_timeout(Duration::from_secs(10))
         .auto_commit(false)
-}
-
-fn consumer_config() -> ConsumerConfig {
-    ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100))
-}
-
-async fn client(addr: &str) -> Client {
-    Client::connect(ClientConfig::new([addr])).await.unwrap()
 }
 
 /// `per_partition` records into each of `partitions` partitions, values "tag-p-i", one
