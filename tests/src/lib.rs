@@ -27,9 +27,15 @@ use kafka_proto::messages::{
 use kafka_proto::version::BrokerVersions;
 use kafka_proto::{Request, Response};
 
+/// Whether this is a CI run (`CI=true` or `CI=1`): there a missing broker or peer fails the
+/// test instead of skipping it.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// The broker to test against, or `None` (after printing why) when tests should not run.
 pub fn bootstrap() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = ci();
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(addr) if !addr.is_empty() => {
             if TcpStream::connect_timeout(&resolve(&addr), Duration::from_secs(5)).is_err() {
@@ -259,9 +265,8 @@ pub fn confluent_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
-            !ci,
+            !ci(),
             "confluent-kafka is not importable and CI=true: run scripts/install-python-peers.sh"
         );
         eprintln!("note: confluent-kafka missing; skipping its part of the test");

@@ -166,11 +166,13 @@ pub fn tansu_bin() -> Result<PathBuf, String> {
 /// The tansu binary, or `None` (after saying why) when broker tests should skip; under
 /// `CI=true` a missing binary, or one of another version, fails the test.
 pub fn tansu_or_skip() -> Option<PathBuf> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     match tansu_bin() {
         Ok(b) => Some(b),
         Err(why) => {
-            assert!(!ci, "{why} and CI=true: run scripts/broker.sh install");
+            assert!(
+                !crate::ci(),
+                "{why} and CI=true: run scripts/broker.sh install"
+            );
             eprintln!("note: {why}; skipping broker security test");
             None
         }

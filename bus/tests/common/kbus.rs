@@ -13,8 +13,10 @@ pub fn broker() -> Option<String> {
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(b) if !b.is_empty() => Some(b),
         _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "KAFKA_BOOTSTRAP is not set and CI=true");
+            assert!(
+                !integration_tests::ci(),
+                "KAFKA_BOOTSTRAP is not set and CI=true"
+            );
             eprintln!("note: KAFKA_BOOTSTRAP not set; skipping");
             None
         }
