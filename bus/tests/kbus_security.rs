@@ -13,12 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::kbus::{kbus, ok, unique};
-use integration_tests::secure::{SecureBroker, ca, secure_broker, tansu_or_skip};
-
-const USERS: &[(&str, &str, &str)] = &[
-    ("scram256", "alice", "alice-secret"),
-    ("scram512", "bob", "bob-secret"),
-];
+use integration_tests::secure::{SecureBroker, USERS, ca, secure_broker, tansu_or_skip};
 
 /// Where the password goes.
 enum Password<'a> {

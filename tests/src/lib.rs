@@ -183,6 +183,14 @@ impl TestConnection {
     }
 }
 
+/// A loopback port that was free a moment ago, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Milliseconds since the epoch, for record timestamps and timestamp lookups.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -179,13 +179,11 @@ pub fn tansu_or_skip() -> Option<PathBuf> {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// SCRAM users for [`secure_broker`]: (mechanism, user, password).
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("scram256", "alice", "alice-secret"),
+    ("scram512", "bob", "bob-secret"),
+];
 
 /// A tansu process, killed when dropped.
 pub struct Tansu(pub Child);
@@ -272,7 +270,7 @@ pub async fn secure_broker(bin: &Path, users: &[(&str, &str, &str)]) -> SecureBr
     let pki = pki(false);
     let dir = pki.dir.0.clone();
     if !users.is_empty() {
-        let port = free_port();
+        let port = crate::free_port();
         let open = start_tansu(bin, &dir, port, &[], port);
         for (mechanism, user, password) in users {
             let out = Command::new(bin)
@@ -291,7 +289,7 @@ pub async fn secure_broker(bin: &Path, users: &[(&str, &str, &str)]) -> SecureBr
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let plain = free_port();
+    let plain = crate::free_port();
     let args: &[&str] = if users.is_empty() {
         &[]
     } else {
