@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::kbus::{broker, kbus, ok, run, unique};
+use common::kbus::{assert_one_line_errors, broker, kbus, ok, run, unique};
 use std::process::{Command, Stdio};
 
 fn lines(s: &str) -> Vec<&str> {
@@ -151,13 +151,7 @@ fn group_mistakes_give_one_line_and_a_failure_exit() {
             "no broker reachable",
         ),
     ];
-    for (args, want) in cases {
-        let out = run(&args, "");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    }
+    assert_one_line_errors(&cases);
     let help = ok(&run(&["help", "groups"], ""));
     assert!(help.contains("--to-datetime MS"), "{help}");
 }
