@@ -90,6 +90,16 @@ pub(crate) enum Pending<T> {
     Wait(oneshot::Receiver<T>),
 }
 
+impl<T> Pending<T> {
+    /// The answer once there is one; `None` when the group dropped the request unanswered.
+    pub(crate) async fn resolve(self) -> Option<T> {
+        match self {
+            Pending::Now(t) => Some(t),
+            Pending::Wait(rx) => rx.await.ok(),
+        }
+    }
+}
+
 pub(crate) struct SyncAnswer {
     pub error: ErrorCode,
     pub protocol_type: Option<String>,
