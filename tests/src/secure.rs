@@ -21,7 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The tansu version the tests (and `scripts/broker.sh`) are written against.
-pub const TANSU_VERSION: &str = "0.6.0";
+const TANSU_VERSION: &str = "0.6.0";
 
 /// A scratch directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -59,7 +59,7 @@ pub fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 
 /// A leaf certificate for `names` (DNS names or IP addresses), signed by `ca`; returns the
 /// certificate and key PEM.
-pub fn leaf(ca: &CertifiedIssuer<'_, KeyPair>, names: &[&str], expired: bool) -> (String, String) {
+fn leaf(ca: &CertifiedIssuer<'_, KeyPair>, names: &[&str], expired: bool) -> (String, String) {
     let mut params =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params
@@ -140,7 +140,7 @@ pub fn tls_acceptor(p: &Pki, require_client_cert: bool) -> tokio_rustls::TlsAcce
 /// The tansu binary `scripts/broker.sh` would run: `tansu` on the PATH if it is
 /// [`TANSU_VERSION`], else the cached build (`$KBUS_CACHE`, default `~/.cache/kbus`), also
 /// checked with `--version`. Another version is never used: its flags and answers differ.
-pub fn tansu_bin() -> Result<PathBuf, String> {
+fn tansu_bin() -> Result<PathBuf, String> {
     let cache = std::env::var_os("KBUS_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kbus")));
@@ -233,7 +233,7 @@ pub fn spawn_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised
 
 /// [`spawn_tansu`], then waits until it answers ApiVersions in plaintext, so a test's first
 /// request meets a ready broker.
-pub fn start_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised: u16) -> Tansu {
+fn start_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised: u16) -> Tansu {
     let tansu = spawn_tansu(bin, dir, port, extra, advertised);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
