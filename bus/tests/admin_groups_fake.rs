@@ -7,13 +7,14 @@
 
 mod common;
 
-use common::scripted::{FrameReader, PIPE_PORT, api_key, api_versions, pipe_dialer, reply};
+use common::scripted::{
+    FrameReader, PIPE_PORT, api_key, api_versions, pipe_client_config, pipe_dialer, reply,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::admin::{GroupState, MemberAssignment};
-use bus::backoff::Backoff;
-use bus::{Client, ClientConfig, ConnectionConfig, Error};
+use bus::{Client, Error};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_proto::envelope::decode_request;
 use kafka_proto::messages::consumer_protocol_assignment::TopicPartition;
@@ -157,13 +158,8 @@ async fn cluster(state: State) -> (Client, Arc<Mutex<State>>) {
     let state = Arc::new(Mutex::new(state));
     let served = state.clone();
     let dialer = pipe_dialer(move |node, stream| serve(node, stream, served.clone()));
-    let config = ClientConfig::new([format!("node-1:{PIPE_PORT}")])
-        .retry_backoff(Backoff::new(
-            Duration::from_millis(5),
-            Duration::from_millis(20),
-        ))
-        .connection(ConnectionConfig::default().dialer(dialer));
-    (Client::connect(config).await.unwrap(), state)
+    let client = Client::connect(pipe_client_config(dialer)).await.unwrap();
+    (client, state)
 }
 
 #[tokio::test(start_paused = true)]

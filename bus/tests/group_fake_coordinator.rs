@@ -10,16 +10,17 @@
 
 mod common;
 
-use common::scripted::{FrameReader, PIPE_PORT, api_key, api_versions, pipe_dialer, reply};
+use common::scripted::{
+    FrameReader, PIPE_PORT, api_key, api_versions, pipe_client_config, pipe_dialer, reply,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::backoff::Backoff;
 use bus::consumer::{AutoOffsetReset, ConsumerConfig};
 use bus::{
-    Client, ClientConfig, ConnectionConfig, Error, GroupConfig, GroupConsumer, RebalanceContext,
-    RebalanceListener, TopicPartition, TopicPartitionOffset,
+    Client, Error, GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener, TopicPartition,
+    TopicPartitionOffset,
 };
 use bytes::Bytes;
 use kafka_proto::envelope::decode_request;
@@ -80,13 +81,7 @@ impl Fake {
     async fn consumer(&self, group: GroupConfig) -> GroupConsumer {
         let fake = self.clone();
         let dialer = pipe_dialer(move |_node, stream| serve(stream, fake.clone()));
-        let config = ClientConfig::new([format!("node-1:{PIPE_PORT}")])
-            .retry_backoff(Backoff::new(
-                Duration::from_millis(5),
-                Duration::from_millis(20),
-            ))
-            .connection(ConnectionConfig::default().dialer(dialer));
-        let client = Client::connect(config).await.unwrap();
+        let client = Client::connect(pipe_client_config(dialer)).await.unwrap();
         let mut c = GroupConsumer::new(
             client,
             group,
@@ -392,8 +387,9 @@ async fn member_id_required_is_answered_by_joining_with_the_given_id_then_heartb
     assert_eq!(leaves[0].0, "m-1");
 }
 
-#[tokio::test(start_paused = true)]
-async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
+/// A member that held both partitions, then got `code` on a heartbeat, once it is in
+/// generation 2; with its callbacks' log.
+async fn after_heartbeat_error(code: ErrorCode) -> (Fake, Log, GroupConsumer<Recorder>) {
     let fake = Fake::start().await;
     let log: Log = Arc::default();
     let mut c = fake
@@ -401,8 +397,14 @@ async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
         .await
         .with_listener(Recorder(log.clone()));
     poll_until(&mut c, |c| c.assignment().len() == 2).await;
-    fake.st().heartbeat_code = Some(ErrorCode::RebalanceInProgress.code());
+    fake.st().heartbeat_code = Some(code.code());
     poll_until(&mut c, |c| c.generation().is_some_and(|(g, _)| g == 2)).await;
+    (fake, log, c)
+}
+
+#[tokio::test(start_paused = true)]
+async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
+    let (fake, log, c) = after_heartbeat_error(ErrorCode::RebalanceInProgress).await;
     assert_eq!(fake.st().joins, ["", "m-1", "m-1"]);
     assert_eq!(
         *log.lock().unwrap(),
@@ -417,15 +419,7 @@ async fn rebalance_in_progress_revokes_cleanly_and_rejoins_with_the_same_id() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_member_id_loses_the_partitions_and_rejoins_with_a_new_id() {
-    let fake = Fake::start().await;
-    let log: Log = Arc::default();
-    let mut c = fake
-        .consumer(config())
-        .await
-        .with_listener(Recorder(log.clone()));
-    poll_until(&mut c, |c| c.assignment().len() == 2).await;
-    fake.st().heartbeat_code = Some(ErrorCode::UnknownMemberId.code());
-    poll_until(&mut c, |c| c.generation().is_some_and(|(g, _)| g == 2)).await;
+    let (fake, log, c) = after_heartbeat_error(ErrorCode::UnknownMemberId).await;
     // The id was reset: an empty join, MEMBER_ID_REQUIRED, then the new id.
     assert_eq!(fake.st().joins, ["", "m-1", "", "m-2"]);
     assert_eq!(
@@ -441,15 +435,7 @@ async fn unknown_member_id_loses_the_partitions_and_rejoins_with_a_new_id() {
 
 #[tokio::test(start_paused = true)]
 async fn illegal_generation_loses_the_partitions_but_keeps_the_member_id() {
-    let fake = Fake::start().await;
-    let log: Log = Arc::default();
-    let mut c = fake
-        .consumer(config())
-        .await
-        .with_listener(Recorder(log.clone()));
-    poll_until(&mut c, |c| c.assignment().len() == 2).await;
-    fake.st().heartbeat_code = Some(ErrorCode::IllegalGeneration.code());
-    poll_until(&mut c, |c| c.generation().is_some_and(|(g, _)| g == 2)).await;
+    let (fake, log, c) = after_heartbeat_error(ErrorCode::IllegalGeneration).await;
     assert_eq!(fake.st().joins, ["", "m-1", "m-1"]);
     assert_eq!(log.lock().unwrap()[1], ("lost", vec![0, 1]));
     c.close().await.unwrap();

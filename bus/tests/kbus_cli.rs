@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::kbus::{broker, ok, run, unique};
+use common::kbus::{assert_one_line_errors, broker, ok, run, unique};
 
 #[test]
 fn produce_lines_then_consume_them_back() {
@@ -152,13 +152,7 @@ fn mistakes_give_one_line_and_a_failure_exit() {
             "no broker reachable",
         ),
     ];
-    for (args, want) in cases {
-        let out = run(&args, "");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    }
+    assert_one_line_errors(&cases);
     if let Some(b) = broker() {
         let out = run(
             &["-b", &b, "consume", "-t", &unique("kbus-missing"), "-e"],

@@ -7,19 +7,32 @@
 
 mod common;
 
-use common::kbus::{broker, kbus, ok, run, unique};
+use common::kbus::{assert_one_line_errors, broker, kbus, ok, run, unique};
 use std::process::{Command, Stdio};
 
 fn lines(s: &str) -> Vec<&str> {
     s.lines().collect()
 }
 
+/// A fresh topic `prefix-...` of `partitions` partitions, made with `kbus topics create`, and
+/// a fresh group name `prefix-group-...`.
+fn topic_and_group(b: &str, prefix: &str, partitions: u32) -> (String, String) {
+    let t = unique(prefix);
+    let g = unique(&format!("{prefix}-group"));
+    let p = partitions.to_string();
+    ok(&run(&["-b", b, "topics", "create", &t, "-p", &p], ""));
+    (t, g)
+}
+
+/// `kbus groups lag GROUP`'s table (the run must succeed).
+fn lag_table(b: &str, g: &str) -> String {
+    ok(&run(&["-b", b, "groups", "lag", g], ""))
+}
+
 #[test]
 fn offsets_are_set_listed_described_lagged_reset_and_deleted() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-groups");
-    let g = unique("kbus-group");
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "2"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-groups", 2);
     let twenty: String = (0..20).map(|i| format!("a{i}\n")).collect();
     ok(&run(&["-b", &b, "produce", "-t", &t, "-p", "0"], &twenty));
     ok(&run(
@@ -53,7 +66,7 @@ fn offsets_are_set_listed_described_lagged_reset_and_deleted() {
     assert!(String::from_utf8_lossy(&dry.stderr).contains("dry run"));
     // Nothing committed yet: an empty table.
     assert_eq!(
-        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        lines(&lag_table(&b, &g)),
         ["TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG", "total\t\t\t\t0"]
     );
 
@@ -80,7 +93,7 @@ fn offsets_are_set_listed_described_lagged_reset_and_deleted() {
         "{listed}"
     );
     assert_eq!(
-        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        lines(&lag_table(&b, &g)),
         [
             "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
             format!("{t}\t0\t3\t20\t17"),
@@ -100,7 +113,7 @@ fn offsets_are_set_listed_described_lagged_reset_and_deleted() {
         "",
     ));
     assert!(latest.contains(&format!("{t}\t0\t3\t20")), "{latest}");
-    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    let lag = lag_table(&b, &g);
     assert!(lag.ends_with("total\t\t\t\t0\n"), "{lag}");
 
     assert_eq!(
@@ -151,13 +164,7 @@ fn group_mistakes_give_one_line_and_a_failure_exit() {
             "no broker reachable",
         ),
     ];
-    for (args, want) in cases {
-        let out = run(&args, "");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    }
+    assert_one_line_errors(&cases);
     let help = ok(&run(&["help", "groups"], ""));
     assert!(help.contains("--to-datetime MS"), "{help}");
 }
@@ -165,11 +172,9 @@ fn group_mistakes_give_one_line_and_a_failure_exit() {
 #[test]
 fn consume_as_a_group_member_commits_what_it_printed() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-gconsume");
-    let g = unique("kbus-gconsume-group");
     // Two batches, 7 and 23 records: tansu 0.6 answers a fetch from inside a batch by
     // skipping the batch, so the group's commit after 7 must fall on a batch boundary there.
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-gconsume", 1);
     let seven: String = (0..7).map(|i| format!("v{i}\n")).collect();
     let rest: String = (7..30).map(|i| format!("v{i}\n")).collect();
     ok(&run(&["-b", &b, "produce", "-t", &t], &seven));
@@ -193,7 +198,7 @@ fn consume_as_a_group_member_commits_what_it_printed() {
         "",
     ));
     assert_eq!(first.lines().count(), 7, "{first}");
-    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    let lag = lag_table(&b, &g);
     assert!(lag.ends_with("total\t\t\t\t23\n"), "{lag}");
 
     // -e: the rest, then exit; together every record exactly once.
@@ -217,7 +222,7 @@ fn consume_as_a_group_member_commits_what_it_printed() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 30, "a record printed twice: {first}{rest}");
-    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    let lag = lag_table(&b, &g);
     assert!(lag.ends_with("total\t\t\t\t0\n"), "{lag}");
 
     // A group member takes no partition flag and no numeric --from.
@@ -322,11 +327,9 @@ fn spawn_member(
 fn killed_kbus_group_members_lose_nothing() {
     let Some(b) = broker() else { return };
     let started = std::time::Instant::now();
-    let t = unique("kbus-gkill");
-    let g = unique("kbus-gkill-group");
     const N: usize = 3000;
     const WAVES: usize = 5;
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "4"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-gkill", 4);
     let produce_wave = |w: usize| {
         let input: String = (w * N / WAVES..(w + 1) * N / WAVES)
             .map(|i| format!("k{}:v{i}\n", i % 97))
@@ -431,9 +434,7 @@ fn killed_kbus_group_members_lose_nothing() {
 #[test]
 fn a_terminated_kbus_member_commits_and_leaves() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-gterm");
-    let g = unique("kbus-gterm-group");
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-gterm", 1);
     ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\nc\n"));
     let mut child = kbus()
         .args(["-b", &b, "consume", "-t", &t, "-g", &g])
@@ -461,17 +462,10 @@ fn a_terminated_kbus_member_commits_and_leaves() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lag = ok(&run(&["-b", &b, "groups", "lag", &g], ""));
+    let lag = lag_table(&b, &g);
     assert!(lag.contains(&format!("{t}\t0\t3\t3\t0")), "{lag}");
     let described = ok(&run(&["-b", &b, "groups", "describe", &g], ""));
     assert!(described.trim_end().ends_with("members 0"), "{described}");
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// `reset --to-datetime MS` moves to the first record at or after MS; `--to-earliest` to the
@@ -479,12 +473,10 @@ fn now_ms() -> i64 {
 #[test]
 fn offsets_are_reset_to_a_datetime_and_to_earliest() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-greset");
-    let g = unique("kbus-greset-group");
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-greset", 1);
     ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\nc\n"));
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let mid = now_ms();
+    let mid = integration_tests::now_ms();
     std::thread::sleep(std::time::Duration::from_millis(100));
     ok(&run(&["-b", &b, "produce", "-t", &t], "d\ne\n"));
     let reset = |to: &[&str]| {
@@ -514,7 +506,7 @@ fn offsets_are_reset_to_a_datetime_and_to_earliest() {
         [header.clone(), format!("{t}\t0\t5\t3")]
     );
     assert_eq!(
-        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        lines(&lag_table(&b, &g)),
         [
             "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
             format!("{t}\t0\t3\t5\t2"),
@@ -526,7 +518,7 @@ fn offsets_are_reset_to_a_datetime_and_to_earliest() {
         [header.clone(), format!("{t}\t0\t3\t0")]
     );
     assert_eq!(
-        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        lines(&lag_table(&b, &g)),
         [
             "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
             format!("{t}\t0\t0\t5\t5"),
@@ -549,7 +541,6 @@ async fn live_member(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     tokio::task::JoinHandle<bus::GroupConsumer>,
 ) {
-    use bus::consumer::{AutoOffsetReset, ConsumerConfig};
     use bus::{AssignorKind, Client, ClientConfig, ConnectionConfig, GroupConfig, GroupConsumer};
     use std::time::Duration;
 
@@ -564,10 +555,7 @@ async fn live_member(
         .rebalance_timeout(Duration::from_secs(10))
         .assignors([AssignorKind::Range])
         .auto_commit(false);
-    let consumer = ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100));
-    let mut a = GroupConsumer::new(client, config, consumer).unwrap();
+    let mut a = GroupConsumer::new(client, config, integration_tests::consumer_config()).unwrap();
     a.subscribe([topic]).unwrap();
     let mut got = 0;
     while got < records || a.assignment().is_empty() {
@@ -602,9 +590,7 @@ async fn live_member(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_with_a_live_member_is_described_and_lagged() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-glive");
-    let g = unique("kbus-glive-group");
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "2"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-glive", 2);
     ok(&run(
         &["-b", &b, "produce", "-t", &t, "-p", "0"],
         "a\nb\nc\n",
@@ -630,7 +616,7 @@ async fn a_group_with_a_live_member_is_described_and_lagged() {
         assert_eq!(d[2], format!("  assigned {t} 0,1"), "{described}");
     }
     assert_eq!(
-        lines(&ok(&run(&["-b", &b, "groups", "lag", &g], ""))),
+        lines(&lag_table(&b, &g)),
         [
             "TOPIC\tPARTITION\tCOMMITTED\tHWM\tLAG".to_string(),
             format!("{t}\t0\t3\t3\t0"),
@@ -649,9 +635,7 @@ async fn a_group_with_a_live_member_is_described_and_lagged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_at_end_ends_a_member_the_group_gives_nothing() {
     let Some(b) = broker() else { return };
-    let t = unique("kbus-gempty");
-    let g = unique("kbus-gempty-group");
-    ok(&run(&["-b", &b, "topics", "create", &t, "-p", "1"], ""));
+    let (t, g) = topic_and_group(&b, "kbus-gempty", 1);
     ok(&run(&["-b", &b, "produce", "-t", &t], "a\nb\n"));
     let (_, stop, polling) = live_member(&b, &g, &t, 2).await;
     // Past the live member's commit: a member given the partition would print it.

@@ -7,18 +7,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::kbus::{kbus, ok, unique};
-use integration_tests::secure::{SecureBroker, ca, secure_broker, tansu_or_skip};
-
-const USERS: &[(&str, &str, &str)] = &[
-    ("scram256", "alice", "alice-secret"),
-    ("scram512", "bob", "bob-secret"),
-];
+use common::kbus::{kbus, ok, run_cmd, unique};
+use integration_tests::secure::{SecureBroker, USERS, ca, secure_broker, tansu_or_skip};
 
 /// Where the password goes.
 enum Password<'a> {
@@ -46,20 +40,8 @@ fn secure_kbus(
         Password::Flag(p) => cmd.args(["--sasl-password", p]),
         Password::Env(p) => cmd.env("KAFKA_SASL_PASSWORD", p),
     };
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    cmd.args(args);
+    run_cmd(cmd, stdin)
 }
 
 /// tansu behind TLS with [`USERS`], and the runtime that runs its TLS terminator.

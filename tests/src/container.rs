@@ -23,15 +23,8 @@ struct Running {
 
 static KAFKA: OnceLock<Result<Running, String>> = OnceLock::new();
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 fn start() -> Result<Running, String> {
-    let port = free_port();
+    let port = crate::free_port();
     let tag = std::env::var("KAFKA_IMAGE_TAG").unwrap_or_else(|_| DEFAULT_TAG.into());
     let container = GenericImage::new("apache/kafka", &tag)
         .with_exposed_port(9092.tcp())

@@ -27,9 +27,15 @@ use kafka_proto::messages::{
 use kafka_proto::version::BrokerVersions;
 use kafka_proto::{Request, Response};
 
+/// Whether this is a CI run (`CI=true` or `CI=1`): there a missing broker or peer fails the
+/// test instead of skipping it.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// The broker to test against, or `None` (after printing why) when tests should not run.
 pub fn bootstrap() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let ci = ci();
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(addr) if !addr.is_empty() => {
             if TcpStream::connect_timeout(&resolve(&addr), Duration::from_secs(5)).is_err() {
@@ -177,6 +183,14 @@ impl TestConnection {
     }
 }
 
+/// A loopback port that was free a moment ago, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Milliseconds since the epoch, for record timestamps and timestamp lookups.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -191,11 +205,24 @@ pub fn is_tansu(client: &bus::Client) -> bool {
     client.metadata().cluster_id.as_deref() == Some("tansu_cluster")
 }
 
+/// A client of the broker at `addr` with default settings.
+pub async fn client(addr: &str) -> bus::Client {
+    bus::Client::connect(bus::ClientConfig::new([addr]))
+        .await
+        .unwrap()
+}
+
+/// The group tests' consumer settings: from the earliest offset where nothing is committed,
+/// and fetches the broker holds at most 100 ms, so a `poll` soon sees a rebalance.
+pub fn consumer_config() -> bus::consumer::ConsumerConfig {
+    bus::consumer::ConsumerConfig::default()
+        .auto_offset_reset(bus::consumer::AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+}
+
 /// A client for `addr` and a fresh topic of `partitions` partitions (replication 1).
 pub async fn client_with_topic(addr: &str, prefix: &str, partitions: i32) -> (bus::Client, String) {
-    let client = bus::Client::connect(bus::ClientConfig::new([addr]))
-        .await
-        .unwrap();
+    let client = client(addr).await;
     let topic = unique_topic(prefix);
     client
         .admin()
@@ -246,9 +273,8 @@ pub fn confluent_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
-            !ci,
+            !ci(),
             "confluent-kafka is not importable and CI=true: run scripts/install-python-peers.sh"
         );
         eprintln!("note: confluent-kafka missing; skipping its part of the test");

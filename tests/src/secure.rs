@@ -21,7 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The tansu version the tests (and `scripts/broker.sh`) are written against.
-pub const TANSU_VERSION: &str = "0.6.0";
+const TANSU_VERSION: &str = "0.6.0";
 
 /// A scratch directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -59,7 +59,7 @@ pub fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 
 /// A leaf certificate for `names` (DNS names or IP addresses), signed by `ca`; returns the
 /// certificate and key PEM.
-pub fn leaf(ca: &CertifiedIssuer<'_, KeyPair>, names: &[&str], expired: bool) -> (String, String) {
+fn leaf(ca: &CertifiedIssuer<'_, KeyPair>, names: &[&str], expired: bool) -> (String, String) {
     let mut params =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params
@@ -140,7 +140,7 @@ pub fn tls_acceptor(p: &Pki, require_client_cert: bool) -> tokio_rustls::TlsAcce
 /// The tansu binary `scripts/broker.sh` would run: `tansu` on the PATH if it is
 /// [`TANSU_VERSION`], else the cached build (`$KBUS_CACHE`, default `~/.cache/kbus`), also
 /// checked with `--version`. Another version is never used: its flags and answers differ.
-pub fn tansu_bin() -> Result<PathBuf, String> {
+fn tansu_bin() -> Result<PathBuf, String> {
     let cache = std::env::var_os("KBUS_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kbus")));
@@ -166,24 +166,24 @@ pub fn tansu_bin() -> Result<PathBuf, String> {
 /// The tansu binary, or `None` (after saying why) when broker tests should skip; under
 /// `CI=true` a missing binary, or one of another version, fails the test.
 pub fn tansu_or_skip() -> Option<PathBuf> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     match tansu_bin() {
         Ok(b) => Some(b),
         Err(why) => {
-            assert!(!ci, "{why} and CI=true: run scripts/broker.sh install");
+            assert!(
+                !crate::ci(),
+                "{why} and CI=true: run scripts/broker.sh install"
+            );
             eprintln!("note: {why}; skipping broker security test");
             None
         }
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// SCRAM users for [`secure_broker`]: (mechanism, user, password).
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("scram256", "alice", "alice-secret"),
+    ("scram512", "bob", "bob-secret"),
+];
 
 /// A tansu process, killed when dropped.
 pub struct Tansu(pub Child);
@@ -233,7 +233,7 @@ pub fn spawn_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised
 
 /// [`spawn_tansu`], then waits until it answers ApiVersions in plaintext, so a test's first
 /// request meets a ready broker.
-pub fn start_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised: u16) -> Tansu {
+fn start_tansu(bin: &Path, dir: &Path, port: u16, extra: &[&str], advertised: u16) -> Tansu {
     let tansu = spawn_tansu(bin, dir, port, extra, advertised);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -270,7 +270,7 @@ pub async fn secure_broker(bin: &Path, users: &[(&str, &str, &str)]) -> SecureBr
     let pki = pki(false);
     let dir = pki.dir.0.clone();
     if !users.is_empty() {
-        let port = free_port();
+        let port = crate::free_port();
         let open = start_tansu(bin, &dir, port, &[], port);
         for (mechanism, user, password) in users {
             let out = Command::new(bin)
@@ -289,7 +289,7 @@ pub async fn secure_broker(bin: &Path, users: &[(&str, &str, &str)]) -> SecureBr
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let plain = free_port();
+    let plain = crate::free_port();
     let args: &[&str] = if users.is_empty() {
         &[]
     } else {

@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use bus::admin::create_topic_request;
 use bus::{Client, ClientConfig, Error};
-use integration_tests::{bootstrap, unique_topic};
+use integration_tests::{bootstrap, client, unique_topic};
 use kafka_proto::messages::ListOffsetsRequest;
 use kafka_proto::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-
-async fn client(addr: &str) -> Client {
-    Client::connect(ClientConfig::new([addr])).await.unwrap()
-}
 
 #[tokio::test]
 async fn learns_brokers_and_routes_to_partition_leaders() {

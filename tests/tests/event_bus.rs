@@ -143,6 +143,53 @@ async fn security_section_reaches_the_kafka_connections() {
     assert_eq!(plain[0], 0, "a Kafka request's length prefix: {plain:?}");
 }
 
+/// Publishes a poison event (its handler fails it, retriably, every time) and then its
+/// aggregate's next event, and waits until the next one is handled (failing after `limit`,
+/// if any): how long the poison held the partition (its first attempt to the next event's),
+/// how often it was tried, and the subscriber.
+async fn poison_then_next(
+    bus: &EventBus,
+    limit: Option<Duration>,
+) -> (Duration, usize, bus::event_bus::Subscriber) {
+    use bus::event_bus::{Event, HandlerError, ReceivedEvent};
+    use std::sync::atomic::Ordering;
+    use tokio::time::Instant;
+    let log: Arc<std::sync::Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let l2 = log.clone();
+    let sub = bus
+        .subscribe(&["hand"], "budget", move |e: ReceivedEvent| {
+            let log = l2.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push((e.event.event_type.clone(), Instant::now()));
+                if e.event.event_type == "Poison" {
+                    return Err(HandlerError::retriable("always"));
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    for t in ["Poison", "Next"] {
+        bus.publish("hand", "h-1", Event::raw(t, "text/plain", ""))
+            .await
+            .unwrap();
+    }
+    let deadline = limit.map(|l| Instant::now() + l);
+    while sub.stats().handled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            deadline.is_none_or(|d| Instant::now() < d),
+            "Next never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = log.lock().unwrap().clone();
+    let next_at = log.iter().find(|(t, _)| t == "Next").unwrap().1;
+    let attempts = log.iter().filter(|(t, _)| t == "Poison").count();
+    (next_at - log[0].1, attempts, sub)
+}
+
 mod memory {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,42 +348,7 @@ mod memory {
         cfg.handlers.max_backoff_ms = 400;
         cfg.handlers.max_elapsed_ms = 2_000;
         let f = memory_factory().unwrap()(cfg).await.unwrap();
-        let log: Arc<Mutex<Vec<(String, u32, tokio::time::Instant)>>> = Arc::default();
-        let l2 = log.clone();
-        let sub = f
-            .bus
-            .subscribe(&["hand"], "budget", move |e: ReceivedEvent| {
-                let log = l2.clone();
-                async move {
-                    log.lock().unwrap().push((
-                        e.event.event_type.clone(),
-                        e.attempt,
-                        tokio::time::Instant::now(),
-                    ));
-                    if e.event.event_type == "Poison" {
-                        return Err(HandlerError::retriable("always"));
-                    }
-                    Ok(())
-                }
-            })
-            .await
-            .unwrap();
-        f.bus
-            .publish("hand", "h-1", Event::raw("Poison", "text/plain", ""))
-            .await
-            .unwrap();
-        f.bus
-            .publish("hand", "h-1", Event::raw("Next", "text/plain", ""))
-            .await
-            .unwrap();
-        while sub.stats().handled.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let log = log.lock().unwrap().clone();
-        let first = log.first().unwrap().2;
-        let (_, _, next_at) = log.iter().find(|(t, _, _)| t == "Next").unwrap();
-        let attempts = log.iter().filter(|(t, _, _)| t == "Poison").count();
-        let held = *next_at - first;
+        let (held, attempts, sub) = poison_then_next(&f.bus, None).await;
         assert!(held <= Duration::from_millis(2_100), "held {held:?}");
         assert!(
             held >= Duration::from_millis(1_000),
@@ -417,10 +429,8 @@ mod memory {
 }
 
 mod kafka {
-    use std::sync::{Arc, Mutex};
-
     use bus::admin::ConfigResource;
-    use bus::event_bus::{Event, HandlerError, ReceivedEvent};
+    use bus::event_bus::{HandlerError, ReceivedEvent};
 
     use super::*;
 
@@ -477,45 +487,7 @@ mod kafka {
         cfg.handlers.max_backoff_ms = 200;
         cfg.handlers.max_elapsed_ms = 1_500;
         let f = factory(cfg).await.unwrap();
-        let log: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
-        let l2 = log.clone();
-        let sub = f
-            .bus
-            .subscribe(&["hand"], "budget", move |e: ReceivedEvent| {
-                let log = l2.clone();
-                async move {
-                    log.lock()
-                        .unwrap()
-                        .push((e.event.event_type.clone(), std::time::Instant::now()));
-                    if e.event.event_type == "Poison" {
-                        return Err(HandlerError::retriable("always"));
-                    }
-                    Ok(())
-                }
-            })
-            .await
-            .unwrap();
-        for t in ["Poison", "Next"] {
-            f.bus
-                .publish("hand", "h-1", Event::raw(t, "text/plain", ""))
-                .await
-                .unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while sub
-            .stats()
-            .handled
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
-            assert!(tokio::time::Instant::now() < deadline, "Next never handled");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let log = log.lock().unwrap().clone();
-        let first = log[0].1;
-        let next_at = log.iter().find(|(t, _)| t == "Next").unwrap().1;
-        let attempts = log.iter().filter(|(t, _)| t == "Poison").count();
-        let held = next_at - first;
+        let (held, attempts, sub) = poison_then_next(&f.bus, Some(Duration::from_secs(60))).await;
         assert!(
             held >= Duration::from_millis(1_000),
             "retried for most of the budget: {held:?}"

@@ -15,13 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus::consumer::{AutoOffsetReset, ConsumerConfig, ConsumerRecord};
+use bus::consumer::{AutoOffsetReset, ConsumerRecord};
 use bus::producer::{Producer, ProducerConfig, Record};
 use bus::{
     Client, ClientConfig, Error, GroupConfig, GroupConsumer, RebalanceContext, RebalanceListener,
     TopicPartition,
 };
-use integration_tests::{bootstrap, client_with_topic, is_tansu, unique_topic};
+use integration_tests::{
+    bootstrap, client, client_with_topic, consumer_config, is_tansu, unique_topic,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -33,14 +35,11 @@ fn group_config(group: &str) -> GroupConfig {
         .auto_commit(false)
 }
 
-fn consumer_config() -> ConsumerConfig {
-    ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100))
-}
-
-async fn client(addr: &str) -> Client {
-    Client::connect(ClientConfig::new([addr])).await.unwrap()
+/// A member of `cfg`'s group on a client of its own, subscribed to `topic`.
+async fn subscriber(addr: &str, cfg: GroupConfig, topic: &str) -> GroupConsumer {
+    let mut c = GroupConsumer::new(client(addr).await, cfg, consumer_config()).unwrap();
+    c.subscribe([topic]).unwrap();
+    c
 }
 
 /// `per_partition` records into each of `partitions` partitions, values "tag-p-i", one
@@ -88,9 +87,7 @@ async fn one_member_consumes_commits_and_a_restart_resumes_from_the_commit() {
     produce(&admin, &topic, 3, 10, "a").await;
     let group = unique_topic("g-one");
 
-    let mut c =
-        GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config()).unwrap();
-    c.subscribe([&topic]).unwrap();
+    let mut c = subscriber(&addr, group_config(&group), &topic).await;
     let first = poll_n(&mut c, 30).await;
     assert_eq!(values(&first).len(), 30);
     assert_eq!(c.assignment().len(), 3);
@@ -113,9 +110,7 @@ async fn one_member_consumes_commits_and_a_restart_resumes_from_the_commit() {
 
     // A new member of the same group reads only what came after the commit.
     produce(&admin, &topic, 3, 2, "b").await;
-    let mut c =
-        GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config()).unwrap();
-    c.subscribe([&topic]).unwrap();
+    let mut c = subscriber(&addr, group_config(&group), &topic).await;
     let second = poll_n(&mut c, 6).await;
     let got = values(&second);
     assert!(
@@ -146,10 +141,7 @@ async fn two_members_split_the_partitions_and_each_record_is_read_once() {
         let stop = stop.clone();
         let ready = ready_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c =
-                GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config())
-                    .unwrap();
-            c.subscribe([&topic]).unwrap();
+            let mut c = subscriber(&addr, group_config(&group), &topic).await;
             loop {
                 tokio::select! {
                     r = c.poll() => {
@@ -274,10 +266,9 @@ async fn on_revoked_can_commit_and_the_next_member_resumes_there() {
     let (admin, topic) = client_with_topic(&addr, "group-revoke", 2).await;
     produce(&admin, &topic, 2, 4, "a").await;
     let group = unique_topic("g-revoke");
-    let mut c = GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config())
-        .unwrap()
+    let mut c = subscriber(&addr, group_config(&group), &topic)
+        .await
         .with_listener(CommitOnRevoke::default());
-    c.subscribe([&topic]).unwrap();
     poll_n(&mut c, 8).await;
     let tps: Vec<TopicPartition> = (0..2)
         .map(|p| TopicPartition::new(topic.as_str(), p))
@@ -323,13 +314,12 @@ async fn a_member_that_lost_its_generation_cannot_commit() {
         .max_poll_interval(Duration::from_secs(1))
         .rebalance_timeout(Duration::from_secs(3));
     let log: Log = Arc::default();
-    let mut a = GroupConsumer::new(client(&addr).await, cfg, consumer_config())
-        .unwrap()
+    let mut a = subscriber(&addr, cfg, &topic)
+        .await
         .with_listener(Recorder {
             member: 0,
             log: log.clone(),
         });
-    a.subscribe([&topic]).unwrap();
     poll_n(&mut a, 4).await;
     let (generation, _) = a.generation().unwrap();
     let stale = vec![bus::TopicPartitionOffset::new(topic.as_str(), 0, 1)];
@@ -338,9 +328,7 @@ async fn a_member_that_lost_its_generation_cannot_commit() {
         .expect("commits while in the generation");
 
     // A second member takes over while `a` does not poll.
-    let mut b =
-        GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config()).unwrap();
-    b.subscribe([&topic]).unwrap();
+    let mut b = subscriber(&addr, group_config(&group), &topic).await;
     tokio::time::timeout(WAIT, async {
         while b.assignment().len() < 2 {
             let _ = tokio::time::timeout(Duration::from_millis(300), b.poll()).await;
@@ -414,21 +402,19 @@ async fn cooperative_members_move_partitions_in_two_steps_without_revoking_the_r
     let group = unique_topic("g-coop");
     let log: Log = Arc::default();
     let cfg = || group_config(&group).assignors([bus::AssignorKind::CooperativeSticky]);
-    let mut a = GroupConsumer::new(client(&addr).await, cfg(), consumer_config())
-        .unwrap()
+    let mut a = subscriber(&addr, cfg(), &topic)
+        .await
         .with_listener(Recorder {
             member: 0,
             log: log.clone(),
         });
-    a.subscribe([&topic]).unwrap();
     poll_until(&mut a, |c| c.assignment().len() == 4).await;
-    let mut b = GroupConsumer::new(client(&addr).await, cfg(), consumer_config())
-        .unwrap()
+    let mut b = subscriber(&addr, cfg(), &topic)
+        .await
         .with_listener(Recorder {
             member: 1,
             log: log.clone(),
         });
-    b.subscribe([&topic]).unwrap();
     // Both poll (each poll drives that member's rebalance steps) until the split settles.
     tokio::time::timeout(WAIT, async {
         while !(a.assignment().len() == 2 && b.assignment().len() == 2) {
@@ -498,18 +484,15 @@ async fn the_broker_refuses_a_commit_from_an_ended_generation_and_the_partitions
         .session_timeout(Duration::from_secs(6))
         .heartbeat_interval(Duration::from_secs(5))
         .rebalance_timeout(Duration::from_secs(2));
-    let mut a = GroupConsumer::new(client(&addr).await, cfg, consumer_config())
-        .unwrap()
+    let mut a = subscriber(&addr, cfg, &topic)
+        .await
         .with_listener(Recorder {
             member: 0,
             log: log.clone(),
         });
-    a.subscribe([&topic]).unwrap();
     poll_n(&mut a, 4).await;
     let stale = vec![bus::TopicPartitionOffset::new(topic.as_str(), 0, 1)];
-    let mut b =
-        GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config()).unwrap();
-    b.subscribe([&topic]).unwrap();
+    let mut b = subscriber(&addr, group_config(&group), &topic).await;
     poll_until(&mut b, |c| c.assignment().len() == 2).await;
     let believed = a.generation();
     assert!(believed.is_some(), "a has not noticed yet");
@@ -545,8 +528,7 @@ async fn auto_commit_covers_only_records_poll_returned() {
         .auto_commit(true)
         .auto_commit_interval(Duration::from_millis(100))
         .max_poll_records(5);
-    let mut c = GroupConsumer::new(client(&addr).await, cfg, consumer_config()).unwrap();
-    c.subscribe([&topic]).unwrap();
+    let mut c = subscriber(&addr, cfg, &topic).await;
     let first = c.poll().await.unwrap();
     assert_eq!(first.len(), 5, "max_poll_records caps a poll");
     let tp = TopicPartition::new(topic.as_str(), 0);
@@ -676,9 +658,7 @@ async fn the_record_stream_yields_every_record_in_partition_order() {
     let (admin, topic) = client_with_topic(&addr, "group-stream", 2).await;
     produce(&admin, &topic, 2, 6, "s").await;
     let group = unique_topic("g-stream");
-    let mut c =
-        GroupConsumer::new(client(&addr).await, group_config(&group), consumer_config()).unwrap();
-    c.subscribe([&topic]).unwrap();
+    let mut c = subscriber(&addr, group_config(&group), &topic).await;
     let records: Vec<ConsumerRecord> = {
         let stream = c.records();
         tokio::time::timeout(WAIT, stream.take(12).map(|r| r.unwrap()).collect())
@@ -765,27 +745,14 @@ async fn a_paused_partition_returns_nothing_until_resumed_and_loses_nothing() {
     let (admin, topic) = client_with_topic(&addr, "group-pause", 2).await;
     produce(&admin, &topic, 2, 4, "p").await;
     let group = unique_topic("g-pause");
-    let mut c = GroupConsumer::new(
-        client(&addr).await,
-        group_config(&group).max_poll_records(1),
-        consumer_config(),
-    )
-    .unwrap();
-    c.subscribe([&topic]).unwrap();
+    let mut c = subscriber(&addr, group_config(&group).max_poll_records(1), &topic).await;
     let first = poll_n(&mut c, 1).await;
     let paused = TopicPartition::new(topic.as_str(), first[0].partition);
     let other = TopicPartition::new(topic.as_str(), 1 - first[0].partition);
     // Records of `paused` may already be buffered: pausing drops them, position stays.
     c.pause(&paused).unwrap();
     assert_eq!(c.position(&paused), Some(1));
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, async {
-        while rest.len() < 4 {
-            rest.extend(c.poll().await.unwrap());
-        }
-    })
-    .await
-    .unwrap();
+    let rest = poll_n(&mut c, 4).await;
     assert!(
         rest.iter().all(|r| r.partition == other.partition),
         "paused partition read"

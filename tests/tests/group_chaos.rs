@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus::admin::Admin;
-use bus::consumer::{AutoOffsetReset, ConsumerConfig};
 use bus::producer::{Producer, ProducerConfig, Record};
 use bus::{
     AssignorKind, Client, ClientConfig, GroupConfig, GroupConsumer, RebalanceContext,
@@ -39,8 +38,8 @@ use bus::{
 };
 use bytes::BytesMut;
 use integration_tests::{
-    bootstrap, client_with_topic, confluent_available, is_tansu, now_ms, produce_batch,
-    unique_topic,
+    bootstrap, client, client_with_topic, confluent_available, consumer_config, is_tansu, now_ms,
+    produce_batch, unique_topic,
 };
 use kafka_proto::records::{BatchEncoder, BatchParams};
 use partitioner::{RandomSource, SplitMix64};
@@ -83,16 +82,6 @@ fn group_config(group: &str, tansu: bool) -> GroupConfig {
         .auto_commit(true)
         .auto_commit_interval(Duration::from_millis(500))
         .max_poll_records(max_poll_records(tansu))
-}
-
-fn consumer_config() -> ConsumerConfig {
-    ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100))
-}
-
-async fn client(addr: &str) -> Client {
-    Client::connect(ClientConfig::new([addr])).await.unwrap()
 }
 
 /// What every member reports, shared with the test.

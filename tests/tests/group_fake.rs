@@ -29,6 +29,16 @@ use tokio::time::Instant;
 const TOPIC: &str = "t";
 const SESSION: Duration = Duration::from_secs(10);
 
+/// One `#[tokio::test(start_paused = true)]` per entry: `name: helper(args);` awaits the helper.
+macro_rules! paused_tests {
+    ($($name:ident: $call:expr;)*) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $name() {
+            $call.await;
+        }
+    )*};
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
     Assigned(BTreeSet<i32>),
@@ -134,6 +144,12 @@ impl Member {
     fn crash(self) {
         self.task.abort();
     }
+
+    /// Waits (virtual time) until this member holds all `n` partitions, or fails after
+    /// `limit`.
+    async fn until_all(&self, n: i32, what: &str, limit: Duration) {
+        until(what, limit, || self.assignment() == all(n)).await;
+    }
 }
 
 fn group_config(group: &str, assignor: AssignorKind) -> GroupConfig {
@@ -147,6 +163,11 @@ fn group_config(group: &str, assignor: AssignorKind) -> GroupConfig {
 
 fn start(fake: &FakeCluster, config: GroupConfig, listener: Recorder) -> Member {
     start_with(fake, config, listener, Duration::from_millis(200))
+}
+
+/// A plain member of group "g": no listener of its own, the default slice.
+fn member(fake: &FakeCluster, assignor: AssignorKind) -> Member {
+    start(fake, group_config("g", assignor), Recorder::default())
 }
 
 /// Like [`start`], each `poll` bounded by `slice` (a cancelled poll cuts a callback short,
@@ -175,12 +196,10 @@ fn start_with(
             listener.clone(),
         );
         tokio::spawn(async move {
-            let client = Client::connect(fake.client_config()).await?;
-            let consumer = ConsumerConfig::default()
-                .auto_offset_reset(AutoOffsetReset::Earliest)
-                .fetch_max_wait(Duration::from_millis(100));
-            let mut c = GroupConsumer::new(client, config, consumer)?.with_listener(listener);
-            c.subscribe([TOPIC])?;
+            let consumer = earliest().fetch_max_wait(Duration::from_millis(100));
+            let mut c = subscribed(&fake, config, consumer)
+                .await
+                .with_listener(listener);
             while !stop.load(Ordering::SeqCst) {
                 match tokio::time::timeout(slice, c.poll()).await {
                     Ok(Ok(batch)) => records
@@ -208,6 +227,23 @@ fn start_with(
         listener,
         errors,
     }
+}
+
+/// A consumer of TOPIC in `config`'s group, subscribed and not yet polled.
+async fn subscribed(
+    fake: &FakeCluster,
+    config: GroupConfig,
+    consumer: ConsumerConfig,
+) -> GroupConsumer {
+    let client = Client::connect(fake.client_config()).await.unwrap();
+    let mut c = GroupConsumer::new(client, config, consumer).unwrap();
+    c.subscribe([TOPIC]).unwrap();
+    c
+}
+
+/// Starts from the earliest offset where the group has no commit.
+fn earliest() -> ConsumerConfig {
+    ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest)
 }
 
 /// Waits (virtual time) until `cond` holds, or fails after `limit`.
@@ -250,10 +286,8 @@ async fn two_members(
     n: i32,
 ) -> (Member, Member) {
     let a = start(fake, group_config(group, assignor), Recorder::default());
-    until("a alone holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(n)
-    })
-    .await;
+    a.until_all(n, "a alone holds everything", Duration::from_secs(30))
+        .await;
     let b = start(fake, group_config(group, assignor), Recorder::default());
     until(
         "a and b split the partitions",
@@ -294,10 +328,8 @@ async fn rebalance_when_a_member_leaves() {
     let left = Instant::now();
     b.close().await.unwrap();
     assert_eq!(fake.count(ApiKey::LeaveGroup), 1);
-    until("a gets everything", Duration::from_secs(30), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a gets everything", Duration::from_secs(30))
+        .await;
     assert!(
         left.elapsed() < SESSION,
         "a leave rebalances without waiting for the session"
@@ -318,10 +350,8 @@ async fn rebalance_after_a_crashed_member_s_session_expires() {
         before,
         "nothing moves before the session timeout"
     );
-    until("a gets everything", Duration::from_secs(30), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a gets everything", Duration::from_secs(30))
+        .await;
     assert!(crashed.elapsed() >= SESSION - Duration::from_secs(1));
     assert_eq!(fake.count(ApiKey::LeaveGroup), 0);
 }
@@ -330,15 +360,9 @@ async fn rebalance_after_a_crashed_member_s_session_expires() {
 async fn coordinator_move_is_followed() {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 2)]);
     fake.move_coordinator("g", 0);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(30))
+        .await;
     let finds = fake.count(ApiKey::FindCoordinator);
     fake.move_coordinator("g", 2);
     // The next heartbeat at node 0 gets NOT_COORDINATOR; the member finds node 2.
@@ -361,15 +385,9 @@ async fn coordinator_move_is_followed() {
 /// One heartbeat fails with `code`: the member rejoins and ends up owning everything again.
 async fn heartbeat_error_rejoins(code: ErrorCode) {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(30))
+        .await;
     let joins = fake.count(ApiKey::JoinGroup);
     fake.hook_once(ApiKey::Heartbeat, move |_| Action::Error(code));
     until(
@@ -387,19 +405,11 @@ async fn heartbeat_error_rejoins(code: ErrorCode) {
     .await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn heartbeat_rebalance_in_progress_rejoins() {
-    heartbeat_error_rejoins(ErrorCode::RebalanceInProgress).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn heartbeat_illegal_generation_rejoins() {
-    heartbeat_error_rejoins(ErrorCode::IllegalGeneration).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn heartbeat_unknown_member_id_rejoins() {
-    heartbeat_error_rejoins(ErrorCode::UnknownMemberId).await;
+paused_tests! {
+    heartbeat_rebalance_in_progress_rejoins:
+        heartbeat_error_rejoins(ErrorCode::RebalanceInProgress);
+    heartbeat_illegal_generation_rejoins: heartbeat_error_rejoins(ErrorCode::IllegalGeneration);
+    heartbeat_unknown_member_id_rejoins: heartbeat_error_rejoins(ErrorCode::UnknownMemberId);
 }
 
 /// `api` fails once with a coordinator error: the member looks the coordinator up again and
@@ -412,15 +422,9 @@ async fn coordinator_error(api: ApiKey, code: ErrorCode) {
     if api == ApiKey::JoinGroup {
         fake.fail_next(api, 1, code);
     }
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(30))
+        .await;
     let finds = fake.count(ApiKey::FindCoordinator);
     match api {
         ApiKey::JoinGroup => {}
@@ -440,12 +444,7 @@ async fn coordinator_error(api: ApiKey, code: ErrorCode) {
             // The commit is the application's own call here, so it needs the consumer itself.
             a.close().await.unwrap();
             produce(&fake, 2, 3).await;
-            let client = Client::connect(fake.client_config()).await.unwrap();
-            let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-            let mut c =
-                GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer)
-                    .unwrap();
-            c.subscribe([TOPIC]).unwrap();
+            let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), earliest()).await;
             let mut got = 0;
             while got < 6 {
                 got += c.poll().await.unwrap().len();
@@ -488,25 +487,22 @@ async fn coordinator_error(api: ApiKey, code: ErrorCode) {
     assert_eq!(a.assignment(), all(2));
 }
 
-macro_rules! coordinator_error_tests {
-    ($($name:ident: $api:ident, $code:ident;)*) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $name() {
-            coordinator_error(ApiKey::$api, ErrorCode::$code).await;
-        }
-    )*};
-}
-
-coordinator_error_tests! {
-    join_not_coordinator: JoinGroup, NotCoordinator;
-    join_coordinator_not_available: JoinGroup, CoordinatorNotAvailable;
-    join_coordinator_load_in_progress: JoinGroup, CoordinatorLoadInProgress;
-    heartbeat_not_coordinator: Heartbeat, NotCoordinator;
-    heartbeat_coordinator_not_available: Heartbeat, CoordinatorNotAvailable;
-    heartbeat_coordinator_load_in_progress: Heartbeat, CoordinatorLoadInProgress;
-    commit_not_coordinator: OffsetCommit, NotCoordinator;
-    commit_coordinator_not_available: OffsetCommit, CoordinatorNotAvailable;
-    commit_coordinator_load_in_progress: OffsetCommit, CoordinatorLoadInProgress;
+paused_tests! {
+    join_not_coordinator: coordinator_error(ApiKey::JoinGroup, ErrorCode::NotCoordinator);
+    join_coordinator_not_available:
+        coordinator_error(ApiKey::JoinGroup, ErrorCode::CoordinatorNotAvailable);
+    join_coordinator_load_in_progress:
+        coordinator_error(ApiKey::JoinGroup, ErrorCode::CoordinatorLoadInProgress);
+    heartbeat_not_coordinator: coordinator_error(ApiKey::Heartbeat, ErrorCode::NotCoordinator);
+    heartbeat_coordinator_not_available:
+        coordinator_error(ApiKey::Heartbeat, ErrorCode::CoordinatorNotAvailable);
+    heartbeat_coordinator_load_in_progress:
+        coordinator_error(ApiKey::Heartbeat, ErrorCode::CoordinatorLoadInProgress);
+    commit_not_coordinator: coordinator_error(ApiKey::OffsetCommit, ErrorCode::NotCoordinator);
+    commit_coordinator_not_available:
+        coordinator_error(ApiKey::OffsetCommit, ErrorCode::CoordinatorNotAvailable);
+    commit_coordinator_load_in_progress:
+        coordinator_error(ApiKey::OffsetCommit, ErrorCode::CoordinatorLoadInProgress);
 }
 
 #[tokio::test(start_paused = true)]
@@ -524,11 +520,7 @@ async fn cooperative_sticky_revokes_only_what_moves() {
         "a gave b only what b got: {:?}",
         a.events()
     );
-    let c = start(
-        &fake,
-        group_config("g", AssignorKind::CooperativeSticky),
-        Recorder::default(),
-    );
+    let c = member(&fake, AssignorKind::CooperativeSticky);
     until(
         "three members hold two partitions each",
         Duration::from_secs(90),
@@ -569,10 +561,6 @@ async fn cooperative_sticky_revokes_only_what_moves() {
 
 /// a reads everything, commits its positions from `on_revoked`; b joins and takes half.
 /// The moved partitions' commits are in the group before b reads them, so b reads nothing old.
-async fn commit_from_on_revoked(assignor: AssignorKind) {
-    commit_before_move(assignor, false).await;
-}
-
 /// With `auto_commit`, the consumer's own commit on revoke (not the listener's) does it.
 async fn commit_before_move(assignor: AssignorKind, auto_commit: bool) {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 4)]);
@@ -632,24 +620,15 @@ async fn commit_before_move(assignor: AssignorKind, auto_commit: bool) {
     assert!(commit_at < last_sync);
 }
 
-#[tokio::test(start_paused = true)]
-async fn commit_from_on_revoked_lands_before_the_partitions_move() {
-    commit_from_on_revoked(AssignorKind::Range).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn auto_commit_on_revoke_lands_before_the_partitions_move() {
-    commit_before_move(AssignorKind::Range, true).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn cooperative_auto_commit_on_revoke_lands_before_the_partitions_move() {
-    commit_before_move(AssignorKind::CooperativeSticky, true).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn cooperative_commit_from_on_revoked_lands_before_the_partitions_move() {
-    commit_from_on_revoked(AssignorKind::CooperativeSticky).await;
+paused_tests! {
+    commit_from_on_revoked_lands_before_the_partitions_move:
+        commit_before_move(AssignorKind::Range, false);
+    auto_commit_on_revoke_lands_before_the_partitions_move:
+        commit_before_move(AssignorKind::Range, true);
+    cooperative_auto_commit_on_revoke_lands_before_the_partitions_move:
+        commit_before_move(AssignorKind::CooperativeSticky, true);
+    cooperative_commit_from_on_revoked_lands_before_the_partitions_move:
+        commit_before_move(AssignorKind::CooperativeSticky, false);
 }
 
 /// The connection dies under a JoinGroup (or a heartbeat): the member redials and carries on.
@@ -664,15 +643,9 @@ async fn dropped_connection(api: ApiKey) {
             }
         });
     }
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(60), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(60))
+        .await;
     if api == ApiKey::Heartbeat {
         let conns = fake.connections(0);
         fake.hook_once(api, |_| Action::DropConnection);
@@ -692,14 +665,9 @@ async fn dropped_connection(api: ApiKey) {
     assert_eq!((g.state, g.members.len()), (GroupState::Stable, 1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn join_survives_a_dropped_connection() {
-    dropped_connection(ApiKey::JoinGroup).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn heartbeat_survives_a_dropped_connection() {
-    dropped_connection(ApiKey::Heartbeat).await;
+paused_tests! {
+    join_survives_a_dropped_connection: dropped_connection(ApiKey::JoinGroup);
+    heartbeat_survives_a_dropped_connection: dropped_connection(ApiKey::Heartbeat);
 }
 
 #[tokio::test(start_paused = true)]
@@ -707,10 +675,7 @@ async fn a_fenced_member_s_commit_fails_with_the_typed_error() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 1)]);
     produce(&fake, 1, 2).await;
     let config = group_config("g", AssignorKind::Range).group_instance_id("inst");
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut old = GroupConsumer::new(client, config.clone(), consumer.clone()).unwrap();
-    old.subscribe([TOPIC]).unwrap();
+    let mut old = subscribed(&fake, config.clone(), earliest()).await;
     assert_eq!(old.poll().await.unwrap().len(), 2);
     // The same instance starts elsewhere and takes over.
     let new = start(&fake, config, Recorder::default());
@@ -737,11 +702,7 @@ async fn a_fenced_member_s_commit_fails_with_the_typed_error() {
 async fn an_expired_member_s_commit_fails_with_commit_failed() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 1)]);
     produce(&fake, 1, 2).await;
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut c =
-        GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), earliest()).await;
     assert_eq!(c.poll().await.unwrap().len(), 2);
     assert!(fake.expire_member("g", &c.member_id()));
     match c.commit().await {
@@ -757,10 +718,8 @@ async fn static_restart(restart: &str) {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 4)]);
     let config = |id: &str| group_config("g", AssignorKind::Range).group_instance_id(id);
     let a = start(&fake, config("a"), Recorder::default());
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a holds everything", Duration::from_secs(30))
+        .await;
     let b = start(&fake, config("b"), Recorder::default());
     until("the split", Duration::from_secs(60), || {
         a.assignment().len() == 2 && b.assignment().len() == 2
@@ -794,24 +753,15 @@ async fn static_restart(restart: &str) {
     assert_eq!(back.assignment(), parts);
 }
 
-#[tokio::test(start_paused = true)]
-async fn static_leader_restart_gets_its_partitions_back_without_a_rebalance() {
-    static_restart("a").await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn static_follower_restart_gets_its_partitions_back_without_a_rebalance() {
-    static_restart("b").await;
+paused_tests! {
+    static_leader_restart_gets_its_partitions_back_without_a_rebalance: static_restart("a");
+    static_follower_restart_gets_its_partitions_back_without_a_rebalance: static_restart("b");
 }
 
 /// A consumer owned by the test (not in a task), after its first records.
 async fn owned_consumer(fake: &FakeCluster, config: GroupConfig, records: usize) -> GroupConsumer {
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default()
-        .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(Duration::from_millis(100));
-    let mut c = GroupConsumer::new(client, config, consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let consumer = earliest().fetch_max_wait(Duration::from_millis(100));
+    let mut c = subscribed(fake, config, consumer).await;
     let mut got = 0;
     while got < records {
         got += c.poll().await.unwrap().len();
@@ -846,14 +796,9 @@ async fn commit_refused(code: ErrorCode) {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn commit_illegal_generation_is_commit_failed() {
-    commit_refused(ErrorCode::IllegalGeneration).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn commit_rebalance_in_progress_is_commit_failed() {
-    commit_refused(ErrorCode::RebalanceInProgress).await;
+paused_tests! {
+    commit_illegal_generation_is_commit_failed: commit_refused(ErrorCode::IllegalGeneration);
+    commit_rebalance_in_progress_is_commit_failed: commit_refused(ErrorCode::RebalanceInProgress);
 }
 
 /// SyncGroup fails once with `code`: the member rejoins (or rediscovers) and gets its
@@ -861,11 +806,7 @@ async fn commit_rebalance_in_progress_is_commit_failed() {
 async fn sync_error(code: ErrorCode) {
     let fake = FakeCluster::with_topics(2, &[(TOPIC, 2)]);
     fake.fail_next(ApiKey::SyncGroup, 1, code);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let a = member(&fake, AssignorKind::Range);
     until(
         &format!("a holds everything after {code:?}"),
         Duration::from_secs(60),
@@ -877,14 +818,9 @@ async fn sync_error(code: ErrorCode) {
     assert_eq!((g.state, g.members.len()), (GroupState::Stable, 1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn sync_rebalance_in_progress_rejoins() {
-    sync_error(ErrorCode::RebalanceInProgress).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn sync_not_coordinator_rediscovers() {
-    sync_error(ErrorCode::NotCoordinator).await;
+paused_tests! {
+    sync_rebalance_in_progress_rejoins: sync_error(ErrorCode::RebalanceInProgress);
+    sync_not_coordinator_rediscovers: sync_error(ErrorCode::NotCoordinator);
 }
 
 #[tokio::test(start_paused = true)]
@@ -921,18 +857,10 @@ async fn members_starting_together_share_the_first_generation() {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 4)]);
     // Kafka's default group.initial.rebalance.delay.ms.
     fake.set_initial_rebalance_delay(Duration::from_secs(3));
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let a = member(&fake, AssignorKind::Range);
     // b comes a second later, inside the delay.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let b = member(&fake, AssignorKind::Range);
     until("the split", Duration::from_secs(30), || {
         a.assignment().len() == 2 && b.assignment().len() == 2
     })
@@ -950,15 +878,9 @@ async fn coordinator_broker_dies_and_the_group_moves() {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 2)]);
     fake.move_leader(TOPIC, 1, 0);
     fake.move_coordinator("g", 1);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(30))
+        .await;
     fake.down(1);
     fake.move_coordinator("g", 2);
     until("heartbeats reach node 2", Duration::from_secs(60), || {
@@ -980,15 +902,9 @@ async fn coordinator_broker_dies_and_the_group_moves() {
 #[tokio::test(start_paused = true)]
 async fn a_lost_leader_sync_is_recovered() {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 4)]);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(4, "a holds everything", Duration::from_secs(30))
+        .await;
     let leader = a.member_id();
     // The leader's next SyncGroup (the one carrying the split) never gets an answer.
     fake.hook_once(ApiKey::SyncGroup, move |ctx| {
@@ -998,11 +914,7 @@ async fn a_lost_leader_sync_is_recovered() {
             Action::Pass
         }
     });
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let b = member(&fake, AssignorKind::Range);
     until(
         "the split after the lost sync",
         Duration::from_secs(180),
@@ -1020,11 +932,7 @@ async fn a_lost_leader_sync_is_recovered() {
 async fn cooperative_sticky_leave_revokes_nothing_from_the_others() {
     let fake = FakeCluster::with_topics(3, &[(TOPIC, 6)]);
     let (a, b) = two_members(&fake, "g", AssignorKind::CooperativeSticky, 6).await;
-    let c = start(
-        &fake,
-        group_config("g", AssignorKind::CooperativeSticky),
-        Recorder::default(),
-    );
+    let c = member(&fake, AssignorKind::CooperativeSticky);
     until("three-way split", Duration::from_secs(90), || {
         a.assignment().len() == 2 && b.assignment().len() == 2 && c.assignment().len() == 2
     })
@@ -1047,15 +955,9 @@ async fn cooperative_sticky_leave_revokes_nothing_from_the_others() {
 #[tokio::test(start_paused = true)]
 async fn a_heartbeat_delayed_past_the_session_rejoins_as_a_new_member() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
-    let a = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    let a = member(&fake, AssignorKind::Range);
+    a.until_all(2, "a holds everything", Duration::from_secs(30))
+        .await;
     let old_id = a.member_id();
     // Every heartbeat stalls past the session timeout once: the coordinator expires a.
     fake.hook_once(ApiKey::Heartbeat, |_| {
@@ -1098,10 +1000,8 @@ async fn a_join_held_past_the_request_timeout_is_waited_for() {
         group_config("g", AssignorKind::Range).rebalance_timeout(Duration::from_secs(120)),
         Recorder::default(),
     );
-    until("a holds everything", Duration::from_secs(120), || {
-        a.assignment() == all(2)
-    })
-    .await;
+    a.until_all(2, "a holds everything", Duration::from_secs(120))
+        .await;
     assert!(started.elapsed() >= Duration::from_secs(60));
     // The fake serves one connection's requests in order and applies a delayed one when it
     // answers it, by when the pending member id has expired: MEMBER_ID_REQUIRED, the held
@@ -1158,11 +1058,7 @@ async fn a_retried_commit_never_lands_under_a_later_generation() {
         .map(|p| TopicPartitionOffset::new(TOPIC, p, 5))
         .collect();
     let pending = a.commit_async(offsets);
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let b = member(&fake, AssignorKind::Range);
     poll_until(&mut a, "the split", Duration::from_secs(10), |a| {
         a.assignment().len() == 2
             && a.generation().is_some_and(|(g, _)| g > first_generation)
@@ -1297,15 +1193,9 @@ async fn an_eager_leader_withholds_moving_partitions_when_the_group_is_cooperati
     let upgrading = group_config("g", AssignorKind::Range)
         .assignors([AssignorKind::Range, AssignorKind::CooperativeSticky]);
     let a = start(&fake, upgrading, Recorder::default());
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(6)
-    })
-    .await;
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::CooperativeSticky),
-        Recorder::default(),
-    );
+    a.until_all(6, "a holds everything", Duration::from_secs(30))
+        .await;
+    let b = member(&fake, AssignorKind::CooperativeSticky);
     until("a and b split", Duration::from_secs(60), || {
         a.assignment().len() == 3 && b.assignment().len() == 3
     })
@@ -1314,11 +1204,7 @@ async fn an_eager_leader_withholds_moving_partitions_when_the_group_is_cooperati
     assert_eq!(g.protocol.as_deref(), Some("cooperative-sticky"));
     assert_eq!(g.leader.as_deref(), Some(a.member_id().as_str()));
     let b_before = b.assignment();
-    let c = start(
-        &fake,
-        group_config("g", AssignorKind::CooperativeSticky),
-        Recorder::default(),
-    );
+    let c = member(&fake, AssignorKind::CooperativeSticky);
     until("three-way split", Duration::from_secs(90), || {
         let (x, y, z) = (a.assignment(), b.assignment(), c.assignment());
         x.len() == 2
@@ -1356,17 +1242,11 @@ async fn a_slow_on_revoked_does_not_cost_the_member_its_session() {
         slow,
         Duration::from_secs(30),
     );
-    until("a holds everything", Duration::from_secs(60), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a holds everything", Duration::from_secs(60))
+        .await;
     let a_id = a.member_id();
     let generation = fake.group_state("g").unwrap().generation;
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let b = member(&fake, AssignorKind::Range);
     until("the split", Duration::from_secs(120), || {
         a.assignment().len() == 2 && b.assignment().len() == 2
     })
@@ -1390,10 +1270,8 @@ async fn roundrobin_deals_the_partitions_in_turn() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 7)]);
     let rr = || group_config("g", AssignorKind::RoundRobin);
     let a = start(&fake, rr(), Recorder::default());
-    until("a holds everything", Duration::from_secs(30), || {
-        a.assignment() == all(7)
-    })
-    .await;
+    a.until_all(7, "a holds everything", Duration::from_secs(30))
+        .await;
     let b = start(&fake, rr(), Recorder::default());
     until("a and b split", Duration::from_secs(60), || {
         a.assignment().len() == 4 && b.assignment().len() == 3
@@ -1424,13 +1302,10 @@ async fn roundrobin_deals_the_partitions_in_turn() {
 async fn auto_offset_reset_latest_starts_after_what_came_before_the_join() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
     produce(&fake, 2, 3).await;
-    let client = Client::connect(fake.client_config()).await.unwrap();
     let consumer = ConsumerConfig::default()
         .auto_offset_reset(AutoOffsetReset::Latest)
         .fetch_max_wait(Duration::from_millis(100));
-    let mut c =
-        GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), consumer).await;
     let tp = |p| TopicPartition::new(TOPIC, p);
     let early = poll_until(
         &mut c,
@@ -1463,10 +1338,7 @@ async fn lag_is_the_high_watermark_minus_the_position() {
     produce(&fake, 1, 10).await;
     let tp = TopicPartition::new(TOPIC, 0);
     let config = group_config("g", AssignorKind::Range).max_poll_records(3);
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut c = GroupConsumer::new(client, config, consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let mut c = subscribed(&fake, config, earliest()).await;
     assert_eq!(c.lag(&tp), None, "unknown before the first fetch");
     let first = c.poll().await.unwrap();
     assert_eq!(first.len(), 3);
@@ -1500,11 +1372,7 @@ async fn offset_fetch_coordinator_error(code: ErrorCode) {
     let fetches = fake.count(ApiKey::OffsetFetch);
     let finds = fake.count(ApiKey::FindCoordinator);
     fake.fail_next(ApiKey::OffsetFetch, 1, code);
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut c =
-        GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), earliest()).await;
     let mut got = Vec::new();
     while got.len() < 4 {
         let batch = tokio::time::timeout(Duration::from_secs(30), c.poll())
@@ -1526,19 +1394,13 @@ async fn offset_fetch_coordinator_error(code: ErrorCode) {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn offset_fetch_not_coordinator_rediscovers() {
-    offset_fetch_coordinator_error(ErrorCode::NotCoordinator).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn offset_fetch_coordinator_not_available_rediscovers() {
-    offset_fetch_coordinator_error(ErrorCode::CoordinatorNotAvailable).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn offset_fetch_coordinator_load_in_progress_rediscovers() {
-    offset_fetch_coordinator_error(ErrorCode::CoordinatorLoadInProgress).await;
+paused_tests! {
+    offset_fetch_not_coordinator_rediscovers:
+        offset_fetch_coordinator_error(ErrorCode::NotCoordinator);
+    offset_fetch_coordinator_not_available_rediscovers:
+        offset_fetch_coordinator_error(ErrorCode::CoordinatorNotAvailable);
+    offset_fetch_coordinator_load_in_progress_rediscovers:
+        offset_fetch_coordinator_error(ErrorCode::CoordinatorLoadInProgress);
 }
 
 /// A non-retriable OffsetFetch error fails that `poll` with the broker's code, and reads
@@ -1548,11 +1410,7 @@ async fn offset_fetch_refused_fails_the_poll_then_the_member_recovers() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
     committed_group(&fake).await;
     fake.fail_next(ApiKey::OffsetFetch, 1, ErrorCode::GroupAuthorizationFailed);
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let consumer = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
-    let mut c =
-        GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer).unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), earliest()).await;
     match c.poll().await {
         Err(e) => assert_eq!(e.code(), Some(ErrorCode::GroupAuthorizationFailed), "{e}"),
         Ok(r) => panic!("expected the OffsetFetch error, got {} records", r.len()),
@@ -1583,10 +1441,8 @@ async fn leave_not_coordinator_is_resent_to_the_coordinator() {
     b.close().await.unwrap();
     assert_eq!(fake.count(ApiKey::LeaveGroup), 2);
     assert!(fake.count(ApiKey::FindCoordinator) > finds);
-    until("a gets everything", Duration::from_secs(30), || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a gets everything", Duration::from_secs(30))
+        .await;
     assert!(
         closed.elapsed() < SESSION,
         "moved without the session timeout"
@@ -1606,10 +1462,7 @@ async fn leave_refused_is_reported_and_the_session_ends_it() {
     }
     assert_eq!(fake.count(ApiKey::LeaveGroup), 1);
     assert_eq!(fake.group_state("g").unwrap().members.len(), 2);
-    until("a gets everything", SESSION * 3, || {
-        a.assignment() == all(4)
-    })
-    .await;
+    a.until_all(4, "a gets everything", SESSION * 3).await;
     assert_eq!(fake.group_state("g").unwrap().members.len(), 1);
 }
 
@@ -1650,15 +1503,10 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
     let a = {
         let (fake, read, stop) = (fake.clone(), read.clone(), stop.clone());
         tokio::spawn(async move {
-            let client = Client::connect(fake.client_config()).await.unwrap();
-            let consumer = ConsumerConfig::default()
-                .auto_offset_reset(AutoOffsetReset::Earliest)
-                .fetch_max_wait(Duration::from_millis(100));
-            let mut c =
-                GroupConsumer::new(client, group_config("g", AssignorKind::Range), consumer)
-                    .unwrap()
-                    .with_listener(listener);
-            c.subscribe([TOPIC]).unwrap();
+            let consumer = earliest().fetch_max_wait(Duration::from_millis(100));
+            let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), consumer)
+                .await
+                .with_listener(listener);
             // poll_for gives up waiting after 200 ms, far less than the callback takes, but
             // never in the middle of the callback: its commit must still land.
             while !stop.load(Ordering::SeqCst) {
@@ -1672,11 +1520,7 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
         *read.lock().unwrap() == 20
     })
     .await;
-    let b = start(
-        &fake,
-        group_config("g", AssignorKind::Range),
-        Recorder::default(),
-    );
+    let b = member(&fake, AssignorKind::Range);
     until("the split", Duration::from_secs(120), || {
         revoked.load(Ordering::SeqCst) && b.assignment().len() == 2
     })
@@ -1707,16 +1551,8 @@ async fn a_slow_on_revoked_keeps_the_session_alive() {
 #[tokio::test(start_paused = true)]
 async fn poll_for_returns_empty_after_its_timeout() {
     let fake = FakeCluster::with_topics(1, &[(TOPIC, 2)]);
-    let client = Client::connect(fake.client_config()).await.unwrap();
-    let mut c = GroupConsumer::new(
-        client,
-        group_config("g", AssignorKind::Range),
-        ConsumerConfig::default()
-            .auto_offset_reset(AutoOffsetReset::Earliest)
-            .fetch_max_wait(Duration::from_millis(100)),
-    )
-    .unwrap();
-    c.subscribe([TOPIC]).unwrap();
+    let consumer = earliest().fetch_max_wait(Duration::from_millis(100));
+    let mut c = subscribed(&fake, group_config("g", AssignorKind::Range), consumer).await;
     // Joining takes a few rounds; poll_for gives up on them too, and picks them up again.
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.assignment().len() != 2 {

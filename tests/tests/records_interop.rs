@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use bus::admin::create_topic_request;
 use bus::{Connection, ConnectionConfig};
 use bytes::{Bytes, BytesMut};
-use integration_tests::{bootstrap, fetch_from_start, unique_topic};
+use integration_tests::{bootstrap, ci, confluent_available, fetch_from_start, unique_topic};
 use kafka_proto::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_proto::messages::{FetchRequest, ProduceRequest};
 use kafka_proto::records::{
@@ -27,10 +27,6 @@ const T0: i64 = 1_710_000_000_000;
 const CONFLUENT_PYTHON: &str = "python3";
 /// kafka-python from Debian's python3-kafka, for the system interpreter.
 const KAFKA_PYTHON_PYTHON: &str = "/usr/bin/python3";
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 /// Whether `python` can import `module` (and, for kafka-python, every codec). Under CI a
 /// missing peer is a failure, never a skip.
@@ -49,14 +45,6 @@ fn peer_available(python: &str, check: &str, what: &str) -> bool {
         );
     }
     ok
-}
-
-fn confluent_available() -> bool {
-    peer_available(
-        CONFLUENT_PYTHON,
-        "import confluent_kafka",
-        "confluent-kafka",
-    )
 }
 
 fn kafka_python_available() -> bool {

@@ -31,8 +31,9 @@ use bus::security::{
 };
 use bus::{Client, ClientConfig, Connection, ConnectionConfig, Error, RequestError};
 use bytes::{Bytes, BytesMut};
+use integration_tests::free_port;
 use integration_tests::secure::{
-    Pki, SecureBroker, TempDir, ca, free_port, pki, secure_broker, spawn_tansu, tansu_or_skip,
+    Pki, SecureBroker, TempDir, USERS, ca, pki, secure_broker, spawn_tansu, tansu_or_skip,
     tls_acceptor,
 };
 use kafka_proto::envelope::decode_request;
@@ -114,7 +115,12 @@ struct Fake {
 
 impl Fake {
     fn new(mechanism: SaslMechanism, scram: Scram) -> Arc<Fake> {
-        Arc::new(Fake {
+        Arc::new(Fake::base(mechanism, scram))
+    }
+
+    /// The defaults, for a test to change some fields of (`Fake { .., ..Fake::base(..) }`).
+    fn base(mechanism: SaslMechanism, scram: Scram) -> Fake {
+        Fake {
             mechanism,
             user: "alice",
             password: "right-password",
@@ -127,7 +133,7 @@ impl Fake {
             sasl_apis: vec![(ApiKey::SaslHandshake, 1), (ApiKey::SaslAuthenticate, 2)],
             requests: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
-        })
+        }
     }
 }
 
@@ -400,7 +406,7 @@ async fn wrong_password_fails_the_client_fast_with_one_dial() {
 async fn reauthenticates_before_the_session_lifetime_ends() {
     let fake = Arc::new(Fake {
         lifetime_ms: 10_000,
-        ..Arc::into_inner(Fake::new(SaslMechanism::Plain, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::Plain, Scram::Good)
     });
     let cfg = sasl_connection(&fake, SaslMechanism::Plain, "right-password");
     let conn = Connection::connect("fake:9092", cfg).await.unwrap();
@@ -426,7 +432,7 @@ async fn requests_wait_while_the_connection_reauthenticates() {
     let fake = Arc::new(Fake {
         lifetime_ms: 10_000,
         reauth_hold: Duration::from_secs(2),
-        ..Arc::into_inner(Fake::new(SaslMechanism::Plain, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::Plain, Scram::Good)
     });
     let cfg = sasl_connection(&fake, SaslMechanism::Plain, "right-password");
     let conn = Connection::connect("fake:9092", cfg).await.unwrap();
@@ -456,7 +462,7 @@ async fn requests_wait_while_the_connection_reauthenticates() {
 async fn oauthbearer_asks_the_callback_for_each_authentication() {
     let fake = Arc::new(Fake {
         lifetime_ms: 60_000,
-        ..Arc::into_inner(Fake::new(SaslMechanism::OAuthBearer, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::OAuthBearer, Scram::Good)
     });
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
@@ -505,7 +511,7 @@ async fn a_broker_without_sasl_handshake_v1_is_unsupported() {
     ] {
         let fake = Arc::new(Fake {
             sasl_apis: apis.clone(),
-            ..Arc::into_inner(Fake::new(SaslMechanism::ScramSha256, Scram::Good)).unwrap()
+            ..Fake::base(SaslMechanism::ScramSha256, Scram::Good)
         });
         let cfg = sasl_connection(&fake, SaslMechanism::ScramSha256, "right-password");
         let e = Connection::connect("fake:9092", cfg).await.unwrap_err();
@@ -616,11 +622,18 @@ fn plain_fake() -> Arc<Fake> {
 }
 
 /// Dials 127.0.0.1:`port` whatever host the address names (so a test can present another
-/// name to certificate verification).
-struct Loopback(u16);
+/// name to certificate verification), counting its dials.
+struct Loopback(u16, Arc<AtomicUsize>);
+
+impl Loopback {
+    fn new(port: u16) -> Loopback {
+        Loopback(port, Arc::default())
+    }
+}
 
 impl Dial for Loopback {
     fn dial<'a>(&'a self, _addr: &'a str) -> DialFuture<'a> {
+        self.1.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             let s = TcpStream::connect(("127.0.0.1", self.0)).await?;
             Ok(Box::new(s) as BoxTransport)
@@ -641,7 +654,7 @@ async fn tls_to_ip_and_dns_names_in_the_certificate() {
         .unwrap();
     Connection::connect(
         &format!("localhost:{port}"),
-        ssl(tls_to(&p.ca)).dialer(Dialer::new(Loopback(port))),
+        ssl(tls_to(&p.ca)).dialer(Dialer::new(Loopback::new(port))),
     )
     .await
     .unwrap();
@@ -666,7 +679,7 @@ async fn untrusted_ca_is_refused() {
 async fn wrong_host_name_is_refused() {
     let p = pki(false);
     let port = tls_server(&p, false, plain_fake()).await;
-    let cfg = ssl(tls_to(&p.ca)).dialer(Dialer::new(Loopback(port)));
+    let cfg = ssl(tls_to(&p.ca)).dialer(Dialer::new(Loopback::new(port)));
     let e = Connection::connect(&format!("kafka.example.invalid:{port}"), cfg.clone())
         .await
         .unwrap_err();
@@ -700,8 +713,8 @@ async fn expired_certificate_is_refused() {
 async fn insecure_skip_verify_accepts_what_verification_refuses() {
     let p = pki(true);
     let port = tls_server(&p, false, plain_fake()).await;
-    let cfg =
-        ssl(TlsConfig::default().insecure_skip_verify(true)).dialer(Dialer::new(Loopback(port)));
+    let cfg = ssl(TlsConfig::default().insecure_skip_verify(true))
+        .dialer(Dialer::new(Loopback::new(port)));
     Connection::connect(&format!("kafka.example.invalid:{port}"), cfg)
         .await
         .unwrap();
@@ -874,7 +887,7 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
     // SASL_SSL with mutual TLS and SCRAM-SHA-256: the right password, then a wrong one.
     let scram = Arc::new(Fake {
         password: SCRAM_PASSWORD,
-        ..Arc::into_inner(Fake::new(SaslMechanism::ScramSha256, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::ScramSha256, Scram::Good)
     });
     let port = tls_server(&p, true, scram.clone()).await;
     let addr = format!("127.0.0.1:{port}");
@@ -907,7 +920,7 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
     // PLAIN over SASL_SSL without verification (the warning's path).
     let plain = Arc::new(Fake {
         password: PLAIN_PASSWORD,
-        ..Arc::into_inner(Fake::new(SaslMechanism::Plain, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::Plain, Scram::Good)
     });
     let port = tls_server(&p, false, plain.clone()).await;
     let insecure = sasl_ssl(
@@ -922,7 +935,7 @@ async fn secrets_never_reach_the_logs_or_debug_output() {
     // OAUTHBEARER with a token callback.
     let oauth = Arc::new(Fake {
         password: TOKEN,
-        ..Arc::into_inner(Fake::new(SaslMechanism::OAuthBearer, Scram::Good)).unwrap()
+        ..Fake::base(SaslMechanism::OAuthBearer, Scram::Good)
     });
     let callback = bus::security::TokenCallback::new(|| async { Ok(TOKEN.into()) });
     let bearer = ConnectionConfig::default()
@@ -1147,11 +1160,6 @@ async fn tansu_ssl_produce_and_consume() {
     produce_and_consume(client).await;
 }
 
-const USERS: &[(&str, &str, &str)] = &[
-    ("scram256", "alice", "alice-secret"),
-    ("scram512", "bob", "bob-secret"),
-];
-
 #[tokio::test]
 async fn tansu_sasl_ssl_scram_produce_and_consume() {
     let Some(bin) = tansu_or_skip() else { return };
@@ -1183,16 +1191,6 @@ async fn tansu_wrong_password_and_plain_fail_fast() {
     connect_when_ready(broker_config(&b, "127.0.0.1", good)).await;
 
     let dials = Arc::new(AtomicUsize::new(0));
-    struct Counting(u16, Arc<AtomicUsize>);
-    impl Dial for Counting {
-        fn dial<'a>(&'a self, _addr: &'a str) -> DialFuture<'a> {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                let s = TcpStream::connect(("127.0.0.1", self.0)).await?;
-                Ok(Box::new(s) as BoxTransport)
-            })
-        }
-    }
     let wrong = SecurityConfig::new(SecurityProtocol::SaslSsl)
         .tls(tls_to(&b.pki.ca))
         .sasl(SaslConfig::new(
@@ -1203,7 +1201,7 @@ async fn tansu_wrong_password_and_plain_fail_fast() {
     let mut cfg = broker_config(&b, "127.0.0.1", wrong);
     cfg.connection = cfg
         .connection
-        .dialer(Dialer::new(Counting(b.port, dials.clone())));
+        .dialer(Dialer::new(Loopback(b.port, dials.clone())));
     let started = std::time::Instant::now();
     let e = Client::connect(cfg).await.unwrap_err();
     let took = started.elapsed();

@@ -13,8 +13,10 @@ pub fn broker() -> Option<String> {
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(b) if !b.is_empty() => Some(b),
         _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "KAFKA_BOOTSTRAP is not set and CI=true");
+            assert!(
+                !integration_tests::ci(),
+                "KAFKA_BOOTSTRAP is not set and CI=true"
+            );
             eprintln!("note: KAFKA_BOOTSTRAP not set; skipping");
             None
         }
@@ -23,8 +25,15 @@ pub fn broker() -> Option<String> {
 
 /// Runs kbus with `args`, writing `stdin` to it, and waits for it.
 pub fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = kbus()
-        .args(args)
+    let mut cmd = kbus();
+    cmd.args(args);
+    run_cmd(cmd, stdin)
+}
+
+/// Runs `cmd` (kbus with its arguments and environment), writing `stdin` to it, and waits
+/// for it.
+pub fn run_cmd(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -47,6 +56,17 @@ pub fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Each `(args, want)` run fails, with one line on stderr that contains `want`.
+pub fn assert_one_line_errors(cases: &[(Vec<&str>, &str)]) {
+    for (args, want) in cases {
+        let out = run(args, "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
 }
 
 /// A name no other run uses: `prefix`, this process id and the time in nanoseconds.

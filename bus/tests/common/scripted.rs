@@ -10,7 +10,10 @@ use kafka_proto::version::response_header_version;
 use kafka_proto::{ApiKey, Encode, FrameSplitter, Response};
 use std::future::Future;
 
+use bus::backoff::Backoff;
 use bus::connection::{BoxTransport, Dial, DialFuture, Dialer};
+use bus::{ClientConfig, ConnectionConfig};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 /// Splits what a client sends into whole request frames.
@@ -114,4 +117,16 @@ where
         }
     }
     Dialer::new(Pipes(serve))
+}
+
+/// A client of a piped cluster (see [`pipe_dialer`]) that bootstraps from node 1 and retries
+/// after 5 to 20 ms.
+#[allow(dead_code)]
+pub fn pipe_client_config(dialer: Dialer) -> ClientConfig {
+    ClientConfig::new([format!("node-1:{PIPE_PORT}")])
+        .retry_backoff(Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        ))
+        .connection(ConnectionConfig::default().dialer(dialer))
 }

@@ -76,8 +76,6 @@ pub struct MemberSnapshot {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
-    pub session_timeout: Duration,
-    pub rebalance_timeout: Duration,
     /// `(name, metadata)` in the member's order of preference.
     pub protocols: Vec<(String, Bytes)>,
     /// What the leader assigned it in the current generation (empty before SyncGroup).
@@ -88,6 +86,16 @@ pub struct MemberSnapshot {
 pub(crate) enum Pending<T> {
     Now(T),
     Wait(oneshot::Receiver<T>),
+}
+
+impl<T> Pending<T> {
+    /// The answer once there is one; `None` when the group dropped the request unanswered.
+    pub(crate) async fn resolve(self) -> Option<T> {
+        match self {
+            Pending::Now(t) => Some(t),
+            Pending::Wait(rx) => rx.await.ok(),
+        }
+    }
 }
 
 pub(crate) struct SyncAnswer {
@@ -118,8 +126,6 @@ impl Member {
             member_id: self.id.clone(),
             instance_id: self.instance_id.clone(),
             client_id: self.client_id.clone(),
-            session_timeout: self.session_timeout,
-            rebalance_timeout: self.rebalance_timeout,
             protocols: self.protocols.clone(),
             assignment: self.assignment.clone(),
         }

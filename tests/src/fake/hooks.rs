@@ -55,21 +55,6 @@ impl HookCtx<'_> {
             _ => None,
         }
     }
-
-    /// The static instance id a group API request carries.
-    pub fn instance_id(&self) -> Option<&str> {
-        match self.request {
-            RequestKind::JoinGroup(r) => r.group_instance_id.as_deref(),
-            RequestKind::SyncGroup(r) => r.group_instance_id.as_deref(),
-            RequestKind::Heartbeat(r) => r.group_instance_id.as_deref(),
-            RequestKind::OffsetCommit(r) => r.group_instance_id.as_deref(),
-            RequestKind::LeaveGroup(r) => r
-                .members
-                .first()
-                .and_then(|m| m.group_instance_id.as_deref()),
-            _ => None,
-        }
-    }
 }
 
 pub(crate) fn request_group(request: &RequestKind) -> Option<&str> {

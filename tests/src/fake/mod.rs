@@ -40,7 +40,7 @@ use log::Logs;
 pub use log::MAX_PARTITIONS;
 
 /// The port every fake broker advertises.
-pub const PORT: u16 = 9092;
+const PORT: u16 = 9092;
 
 /// The APIs the fake serves and the highest version it advertises of each: everything this
 /// crate's client can send (the spec's stable range), so the client negotiates its newest.
@@ -169,10 +169,6 @@ impl FakeCluster {
         fake
     }
 
-    pub fn nodes(&self) -> i32 {
-        self.inner.nodes
-    }
-
     /// The bootstrap address for a client: node 0's advertised name.
     pub fn bootstrap(&self) -> String {
         format!("fake-0:{PORT}")
@@ -240,11 +236,6 @@ impl FakeCluster {
             .unwrap_or_default()
     }
 
-    /// The node that coordinates `group` now.
-    pub fn coordinator(&self, group: &str) -> i32 {
-        self.inner.coordinator_for(group)
-    }
-
     /// Moves `group`'s coordinator: the old node answers NOT_COORDINATOR from now on. The
     /// group's state moves with it (Kafka's new coordinator reloads it from its log).
     pub fn move_coordinator(&self, group: &str, node: i32) {
@@ -284,15 +275,10 @@ impl FakeCluster {
         done
     }
 
-    /// Closes every open connection to `node` (clients will redial).
-    pub fn kill_connections(&self, node: i32) {
-        self.inner.kill[node as usize].send_modify(|n| *n += 1);
-    }
-
     /// Takes `node` down: its connections close and dials are refused until [`up`](Self::up).
     pub fn down(&self, node: i32) {
         self.inner.down.lock().unwrap().insert(node);
-        self.kill_connections(node);
+        self.inner.kill[node as usize].send_modify(|n| *n += 1);
     }
 
     pub fn up(&self, node: i32) {
@@ -304,9 +290,7 @@ impl FakeCluster {
         self.inner.connections.lock().unwrap()[node as usize]
     }
 
-    /// Sets the hook for `api`, replacing any earlier one; it stays until [`clear_hook`].
-    ///
-    /// [`clear_hook`]: Self::clear_hook
+    /// Sets the hook for `api`, replacing any earlier one.
     pub fn hook(&self, api: ApiKey, f: impl FnMut(&HookCtx<'_>) -> Action + Send + 'static) {
         self.inner.hooks.lock().unwrap().by_key.insert(
             api,
@@ -338,10 +322,6 @@ impl FakeCluster {
             left -= 1;
             Action::Error(code)
         });
-    }
-
-    pub fn clear_hook(&self, api: ApiKey) {
-        self.inner.hooks.lock().unwrap().by_key.remove(&api);
     }
 
     /// Every request received so far, in arrival order.

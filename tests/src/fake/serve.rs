@@ -34,7 +34,7 @@ use kafka_proto::{ApiKey, Decode, Encode, EncodeError, ErrorCode, FrameSplitter,
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::group::{Committed, GroupState, Pending};
+use super::group::{Committed, GroupState};
 use super::hooks::{Action, request_group};
 use super::{Inner, LoggedRequest, SERVED};
 
@@ -255,12 +255,8 @@ async fn answer(
                     .unwrap()
                     .join(r, v, client_id.unwrap_or_default(), now);
             inner.wake.notify_one();
-            let mut resp = match pending {
-                Pending::Now(resp) => resp,
-                Pending::Wait(rx) => match rx.await {
-                    Ok(resp) => resp,
-                    Err(_) => return Ok(None),
-                },
+            let Some(mut resp) = pending.resolve().await else {
+                return Ok(None);
             };
             if v < 7 {
                 resp.protocol_type = None;
@@ -278,12 +274,8 @@ async fn answer(
         RequestKind::SyncGroup(r) => {
             let pending = inner.coord.lock().unwrap().sync(r, now);
             inner.wake.notify_one();
-            let a = match pending {
-                Pending::Now(a) => a,
-                Pending::Wait(rx) => match rx.await {
-                    Ok(a) => a,
-                    Err(_) => return Ok(None),
-                },
+            let Some(a) = pending.resolve().await else {
+                return Ok(None);
             };
             let mut resp = SyncGroupResponse::default();
             resp.error_code = a.error.code();
